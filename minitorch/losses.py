@@ -1,0 +1,182 @@
+"""Loss functions: pure functions of arrays, numerically stable, PyTorch's semantics.
+
+Each takes ``reduction``: ``"mean"`` (default; the mean over every element of the
+unreduced loss, as PyTorch), ``"sum"``, or ``"none"`` (the unreduced loss: per element
+for ``mse`` and the binary losses, per example for ``softmax_cross_entropy``).
+
+All stay finite for float32 logits of magnitude 1e4 and probabilities of exactly 0 and 1.
+Shapes are checked at trace time; values (a probability outside [0, 1], a class id out of
+range) cannot be checked under ``jit``: an out-of-range class id gives a NaN loss.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from minitorch.errors import DTypeError, ShapeError
+
+Array = jax.Array
+Reduction = Literal["mean", "sum", "none"]
+
+
+def _reduce(loss: Array, reduction: str, where: str) -> Array:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', received {reduction!r}")
+
+
+def _same_shape(a: Array, b: Array, names: tuple[str, str], where: str) -> None:
+    # No broadcasting: (N, 1) against (N,) would silently become an (N, N) loss.
+    if jnp.shape(a) != jnp.shape(b):
+        raise ShapeError(where, f"expected {names[1]} of the same shape as {names[0]} "
+                         f"{jnp.shape(a)}, received {jnp.shape(b)}")
+
+
+def _floating(x: Array, name: str, where: str) -> None:
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise DTypeError(where, f"expected floating-point {name}, received {dtype}")
+
+
+def mse(pred: Array, target: Array, *, reduction: Reduction = "mean") -> Array:
+    """Mean squared error ``(pred - target) ** 2``.
+
+    Args:
+      pred, target: float arrays of the same shape ``(...)``.
+      reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per element, shape ``(...)``).
+    """
+    _same_shape(pred, target, ("pred", "target"), "mse")
+    return _reduce(jnp.square(pred - target), reduction, "mse")
+
+
+@jax.custom_jvp
+def _bce(probs: Array, targets: Array) -> Array:
+    # PyTorch clamps each log at -100 so that probabilities of exactly 0 and 1 stay finite.
+    log_p = jnp.maximum(jnp.log(probs), -100.0)
+    log_not_p = jnp.maximum(jnp.log1p(-probs), -100.0)
+    return -(targets * log_p + (1 - targets) * log_not_p)
+
+
+@_bce.defjvp
+def _bce_jvp(primals, tangents):
+    probs, targets = primals
+    d_probs, d_targets = tangents
+    loss = _bce(probs, targets)
+    # d/dp = (p - t) / (p (1 - p)), its denominator clamped as in PyTorch's backward.
+    eps = jnp.asarray(1e-12, loss.dtype)
+    grad_p = (probs - targets) / jnp.maximum(probs * (1 - probs), eps)
+    grad_t = jnp.maximum(jnp.log1p(-probs), -100.0) - jnp.maximum(jnp.log(probs), -100.0)
+    return loss, grad_p * d_probs + grad_t * d_targets
+
+
+def binary_cross_entropy(probs: Array, targets: Array, *, reduction: Reduction = "mean") -> Array:
+    """``-(t log p + (1 - t) log(1 - p))``, each log clamped at -100 as in PyTorch.
+
+    Args:
+      probs: probabilities in [0, 1], shape ``(...)``.
+      targets: float targets in [0, 1], same shape.
+      reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per element).
+
+    The gradient with respect to ``probs`` is ``(p - t) / max(p (1 - p), 1e-12)``, finite at
+    exactly 0 and 1. Prefer :func:`binary_cross_entropy_with_logits` on raw scores.
+    """
+    where = "binary_cross_entropy"
+    _floating(probs, "probs", where)
+    _floating(targets, "targets", where)
+    _same_shape(probs, targets, ("probs", "targets"), where)
+    dtype = jnp.result_type(probs, targets)
+    return _reduce(_bce(probs.astype(dtype), targets.astype(dtype)), reduction, where)
+
+
+def binary_cross_entropy_with_logits(logits: Array, targets: Array, *,
+                                     reduction: Reduction = "mean") -> Array:
+    """Binary cross-entropy of ``sigmoid(logits)``, computed stably on the logits.
+
+    ``max(x, 0) - x t + log(1 + exp(-|x|))``; the gradient is ``sigmoid(x) - t``.
+
+    Args:
+      logits: raw scores, shape ``(...)``.
+      targets: float targets in [0, 1], same shape.
+      reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per element).
+    """
+    where = "binary_cross_entropy_with_logits"
+    _floating(logits, "logits", where)
+    _floating(targets, "targets", where)
+    _same_shape(logits, targets, ("logits", "targets"), where)
+    loss = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return _reduce(loss, reduction, where)
+
+
+@jax.custom_jvp
+def _softmax_xent(logits: Array, targets: Array) -> Array:
+    log_probs = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    return -_xlogy_sum(targets, log_probs)
+
+
+def _xlogy_sum(targets: Array, log_probs: Array) -> Array:
+    # 0 * log(0) counts as 0, so masked (-inf) logits with zero target stay finite.
+    return jnp.where(targets == 0, 0, targets * log_probs).sum(axis=-1)
+
+
+@_softmax_xent.defjvp
+def _softmax_xent_jvp(primals, tangents):
+    logits, targets = primals
+    d_logits, d_targets = tangents
+    # One log-sum-exp pass gives the loss and the softmax that its gradient needs.
+    log_probs = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    loss = -_xlogy_sum(targets, log_probs)
+    grad_logits = jnp.exp(log_probs) * targets.sum(axis=-1, keepdims=True) - targets
+    # Linear in the tangents (reverse mode transposes it); a masked class adds nothing.
+    finite_log_probs = jnp.where(jnp.isfinite(log_probs), log_probs, 0)
+    d_loss = ((grad_logits * d_logits) - finite_log_probs * d_targets).sum(axis=-1)
+    return loss, d_loss
+
+
+def softmax_cross_entropy(logits: Array, labels: Array, *,
+                          reduction: Reduction = "mean") -> Array:
+    """Fused softmax + cross-entropy on raw logits (``torch.nn.CrossEntropyLoss``).
+
+    ``loss = logsumexp(logits) - sum(target * logits)``, from one log-sum-exp pass; its
+    gradient with respect to the logits is ``softmax(logits) - target``.
+
+    Args:
+      logits: raw scores, shape ``(..., C)``, float.
+      labels: integer class ids of shape ``(...)``, or per-class probabilities of shape
+        ``(..., C)`` (float; each row summing to 1).
+      reduction: ``"mean"`` (over examples) | ``"sum"`` | ``"none"`` (per example, shape ``(...)``).
+
+    A class id outside ``[0, C)`` cannot be caught under ``jit``: its loss is NaN.
+    """
+    where = "softmax_cross_entropy"
+    _floating(logits, "logits", where)
+    shape, label_shape = jnp.shape(logits), jnp.shape(labels)
+    if len(shape) < 1:
+        raise ShapeError(where, f"expected logits of shape (..., C), received {shape}")
+    label_dtype = jnp.result_type(labels)
+    if jnp.issubdtype(label_dtype, jnp.integer):
+        if label_shape != shape[:-1]:
+            raise ShapeError(where, f"expected integer labels of shape {shape[:-1]} "
+                             f"(logits {shape} without the class axis), received {label_shape}")
+        classes = jnp.arange(shape[-1], dtype=label_dtype)
+        targets = (labels[..., None] == classes).astype(logits.dtype)
+        in_range = (labels >= 0) & (labels < shape[-1])
+        loss = jnp.where(in_range, _softmax_xent(logits, targets), jnp.nan)
+    elif jnp.issubdtype(label_dtype, jnp.floating):
+        if label_shape != shape:
+            hint = (" (integer class ids need an integer dtype: labels.astype(jnp.int32))"
+                    if label_shape == shape[:-1] else "")
+            raise ShapeError(where, f"expected probability labels of shape {shape} (same as "
+                             f"logits), received {label_shape}{hint}")
+        dtype = jnp.result_type(logits, labels)
+        loss = _softmax_xent(logits.astype(dtype), labels.astype(dtype))
+    else:
+        raise DTypeError(where, f"expected integer class ids or float probabilities as labels, "
+                         f"received {label_dtype}")
+    return _reduce(loss, reduction, where)

@@ -1,0 +1,251 @@
+"""The layer protocol, ``Net``, and the trace-time checks every layer shares.
+
+A layer is an immutable object holding hyperparameters only, with two pure entry points::
+
+    params = layer.init(key)                                  # a pytree of arrays
+    y = layer.apply(params, x, *, key=None, train=False)      # same inputs, same output
+
+All checks here look at shapes, dtypes and tree structure only, so they run once,
+at trace time, under ``jax.jit``, and cost nothing in the compiled step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from minitorch.errors import DTypeError, KeyArgError, LayerError, ParamsError, ShapeError
+
+Array = jax.Array
+Params = Any  # a pytree of arrays: dict for a layer, list of them for a Net
+PRNGKey = jax.Array  # new-style ``jax.random.key`` or raw ``uint32[2]`` ``PRNGKey``
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """Base class of every layer: a frozen dataclass of hyperparameters.
+
+    Subclasses override ``init`` (default: no params) and ``apply``.
+    """
+
+    def init(self, key: PRNGKey) -> Params:
+        """Create this layer's params from ``key``; a parameterless layer returns ``{}``."""
+        check_key(self, key, "init")
+        return {}
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        raise NotImplementedError
+
+    @functools.cached_property
+    def param_spec(self) -> Params:
+        """Shapes and dtypes ``init`` creates (``jax.ShapeDtypeStruct`` leaves); no FLOPs spent."""
+        return jax.eval_shape(self.init, jax.random.key(0))
+
+
+def name_of(layer: Layer) -> str:
+    return type(layer).__name__
+
+
+def check_key(layer: Layer, key: Any, argument: str = "key") -> None:
+    """Raise KeyArgError unless ``key`` is a typed PRNG key or a raw ``uint32[2]`` key."""
+    if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        if key.shape != ():
+            raise KeyArgError(name_of(layer), f"{argument} expected a single PRNG key, "
+                              f"received a batch of keys of shape {key.shape}")
+        return
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    if shape == (2,) and dtype == jnp.uint32:
+        return
+    received = f"{type(key).__name__}" if shape is None else f"{dtype}{list(shape)}"
+    raise KeyArgError(name_of(layer), f"{argument} expected a PRNG key (jax.random.key(seed) "
+                      f"or jax.random.PRNGKey(seed)), received {received}")
+
+
+def _shapes(tree: Any) -> Any:
+    return jax.tree.map(lambda leaf: tuple(jnp.shape(leaf)), tree)
+
+
+def check_params(layer: Layer, params: Params) -> None:
+    """Raise ParamsError unless ``params`` has the structure and shapes ``layer.init`` makes."""
+    expected = layer.param_spec
+    if jax.tree.structure(params) != jax.tree.structure(expected):
+        raise ParamsError(name_of(layer), f"params structure mismatch: expected "
+                          f"{_shapes(expected)}, received {_describe(params)}")
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected),
+                                 jax.tree.leaves(params)):
+        if tuple(want.shape) != tuple(jnp.shape(got)):
+            raise ParamsError(name_of(layer), f"params{jax.tree_util.keystr(path)} expected "
+                              f"shape {tuple(want.shape)}, received {tuple(jnp.shape(got))}")
+
+
+def _describe(tree: Any) -> str:
+    try:
+        return str(_shapes(tree))
+    except Exception:  # not a pytree of arrays at all
+        return type(tree).__name__
+
+
+def check_float(layer: Layer, x: Array) -> None:
+    """Raise DTypeError unless ``x`` is a floating-point array."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise DTypeError(name_of(layer), f"expected a floating-point input, received {dtype} "
+                         f"(cast with x.astype(jnp.float32))")
+
+
+def check_shape(layer: Layer, x: Array, expected: Sequence[int | str], *,
+                leading: bool = False, what: str = "input") -> None:
+    """Raise ShapeError unless ``x.shape`` matches ``expected``.
+
+    An int entry must match exactly; a str entry (a name such as ``"N"``) matches any
+    size. With ``leading=True`` any number of leading axes may come first, shown as ``...``.
+    """
+    shape = tuple(jnp.shape(x))
+    ndim = len(expected)
+    tail = shape[-ndim:] if ndim else ()
+    ok = (len(shape) >= ndim if leading else len(shape) == ndim) and all(
+        isinstance(want, str) or want == got for want, got in zip(expected, tail))
+    if not ok:
+        shown = ", ".join(map(str, expected))
+        shown = f"(..., {shown})" if leading else f"({shown}{',' if ndim == 1 else ''})"
+        raise ShapeError(name_of(layer), f"expected {what} of shape {shown}, received {shape}")
+
+
+def split_key(key: PRNGKey | None, num: int) -> list[PRNGKey | None]:
+    """``num`` independent subkeys of ``key`` (or ``num`` Nones when ``key`` is None)."""
+    if key is None:
+        return [None] * num
+    return list(jax.random.split(key, num))
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Net(Layer):
+    """A sequence of layers applied one after another; itself a layer, so nets nest.
+
+    ``init`` splits its key into one subkey per layer and returns a list whose i-th
+    entry is the i-th layer's params. ``apply`` splits its ``key`` (when given) the
+    same way, so one seed fixes every layer. A layer's error is re-raised naming the
+    layer's index and type.
+
+    Example::
+
+        net = Net([Linear(4, 16), ReLU(), Linear(16, 3)])
+        params = net.init(jax.random.key(0))   # [{"W": (4, 16), "b": (16,)}, {}, {...}]
+        logits = net.apply(params, x)           # x: (N, 4) -> (N, 3)
+    """
+
+    layers: tuple[Layer, ...]
+
+    def __init__(self, layers: Sequence[Layer]):
+        layers = tuple(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Net: layer {i} must be a minitorch layer, received "
+                                f"{type(layer).__name__} ({layer!r})")
+        set_fields(self, layers=layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
+
+    def init(self, key: PRNGKey) -> list[Params]:
+        check_key(self, key, "init")
+        keys = split_key(key, len(self.layers))
+        return [self._at(i, layer.init, k) for i, (layer, k) in enumerate(zip(self.layers, keys))]
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        self._check_params(params)
+        if key is not None:
+            check_key(self, key)
+        keys = split_key(key, len(self.layers))
+        for i, (layer, layer_params, layer_key) in enumerate(zip(self.layers, params, keys)):
+            x = self._at(i, layer.apply, layer_params, x, key=layer_key, train=train)
+        return x
+
+    def _check_params(self, params: Params) -> None:
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
+            got = (f"{len(params)} entries" if isinstance(params, (list, tuple))
+                   else type(params).__name__)
+            raise ParamsError(name_of(self), f"expected params as a list of {len(self.layers)} "
+                              f"entries (one per layer), received {got}; were these params "
+                              f"made by this net's init?")
+
+    def _at(self, index: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LayerError as err:
+            raise err.at(index, self.layers[index]).with_traceback(err.__traceback__) from None
+
+
+def set_fields(layer: Layer, **fields: Any) -> None:
+    """Set fields of a frozen layer from its own ``__init__``."""
+    for name, value in fields.items():
+        object.__setattr__(layer, name, value)
+
+
+def positive_int(value: Any, name: str, owner: str) -> int:
+    """``value`` if it is an int >= 1, else ValueError naming ``owner`` and ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, received {value!r}")
+    return value
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int,
+                     pad: tuple[int, int]) -> int:
+    """Output length of a strided, dilated window over ``size`` padded by ``pad``."""
+    return (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def as_pair(value: int | Sequence[int], name: str, owner: str) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; anything else raises ValueError naming ``owner``."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+        raise ValueError(f"{owner}: {name} must be a positive int or a pair of them, "
+                         f"received {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+Padding = int | tuple[int, int] | str
+
+
+def resolve_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[int],
+                    stride: Sequence[int], dilation: Sequence[int],
+                    owner: str) -> tuple[tuple[int, int], ...]:
+    """Explicit ``(before, after)`` pads per spatial axis.
+
+    ``"same"`` gives ``ceil(size / stride)`` outputs, padding ``total // 2`` before and the
+    rest after (as XLA and PyTorch do); ``"valid"`` pads nothing; an int or pair pads
+    symmetrically.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return tuple((0, 0) for _ in spatial)
+        if padding == "same":
+            pads = []
+            for size, k, s, d in zip(spatial, kernel, stride, dilation):
+                out = -(-size // s)
+                total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ValueError(f"{owner}: padding must be an int, a pair, 'same' or 'valid', "
+                         f"received {padding!r}")
+    pair = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    if len(pair) != 2 or not all(isinstance(p, int) and p >= 0 for p in pair):
+        raise ValueError(f"{owner}: padding must be a non-negative int, a pair of them, "
+                         f"'same' or 'valid', received {padding!r}")
+    return tuple((p, p) for p in pair)
+
+
+def count_params(params: Params) -> int:
+    """Total number of scalars in a params pytree."""
+    return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(params))

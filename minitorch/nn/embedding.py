@@ -1,0 +1,65 @@
+"""``Embedding``: a lookup table of vectors indexed by integer ids."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from minitorch.errors import DTypeError
+from minitorch.nn import init as initializers
+from minitorch.nn.core import (
+    Array,
+    Layer,
+    Params,
+    PRNGKey,
+    check_key,
+    check_params,
+    positive_int,
+    set_fields,
+)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Embedding(Layer):
+    """``y = W[ids]``.
+
+    Args:
+      num_embeddings: size of the table (ids are in ``[0, num_embeddings)``).
+      embedding_dim: size of each vector.
+      init: initialiser of ``W``; N(0, 1) by default, as PyTorch.
+      dtype: dtype of the params (float32 by default).
+
+    Params: ``W (num_embeddings, embedding_dim)``.
+    Shapes: ``ids (...) int -> y (..., embedding_dim)``. Ids are values, which ``jit`` cannot
+    check: an id out of range gives a row of NaN (never a silently wrong row).
+    """
+
+    num_embeddings: int
+    embedding_dim: int
+    weight_init: Any
+    dtype: Any
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, init: Any = "normal",
+                 dtype: Any = jnp.float32):
+        initializers.resolve(init, owner="Embedding")
+        set_fields(self, num_embeddings=positive_int(num_embeddings, "num_embeddings", "Embedding"),
+                   embedding_dim=positive_int(embedding_dim, "embedding_dim", "Embedding"),
+                   weight_init=init, dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        check_key(self, key, "init")
+        w_init = initializers.resolve(self.weight_init, in_axis=0, out_axis=1)
+        shape = (self.num_embeddings, self.embedding_dim)
+        return {"W": initializers.make(w_init, key, shape, self.dtype, "Embedding")}
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        dtype = jnp.result_type(x)
+        if not jnp.issubdtype(dtype, jnp.integer):
+            raise DTypeError("Embedding", f"expected integer ids, received {dtype}")
+        # Negative ids would wrap around; send them out of range so they fill with NaN too.
+        ids = jnp.where(x < 0, self.num_embeddings, x)
+        return jnp.take(params["W"], ids, axis=0, mode="fill", fill_value=jnp.nan)

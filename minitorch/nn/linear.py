@@ -1,0 +1,72 @@
+"""``Linear``: an affine map over the last axis."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from minitorch.nn import init as initializers
+from minitorch.nn.core import (
+    Array,
+    Layer,
+    Params,
+    PRNGKey,
+    check_float,
+    check_key,
+    check_params,
+    check_shape,
+    positive_int,
+    set_fields,
+    split_key,
+)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Linear(Layer):
+    """``y = x @ W + b``.
+
+    Args:
+      in_features: size of the input's last axis.
+      out_features: size of the output's last axis.
+      bias: whether to add ``b``.
+      init: initialiser of ``W`` by name (see :mod:`minitorch.nn.init`) or function;
+        ``b`` starts at zero.
+      dtype: dtype of the params (float32 by default).
+
+    Params: ``W (in_features, out_features)``, ``b (out_features,)``.
+    Shapes: ``x (..., in_features) -> y (..., out_features)``; the output dtype is the
+    promotion of the input's and the params' dtypes.
+    """
+
+    in_features: int
+    out_features: int
+    bias: bool
+    weight_init: Any
+    dtype: Any
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 init: Any = "he", dtype: Any = jnp.float32):
+        initializers.resolve(init, owner="Linear")  # fail early on an unknown name
+        set_fields(self, in_features=positive_int(in_features, "in_features", "Linear"),
+                   out_features=positive_int(out_features, "out_features", "Linear"),
+                   bias=bool(bias), weight_init=init, dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        check_key(self, key, "init")
+        w_key, _ = split_key(key, 2)
+        w_init = initializers.resolve(self.weight_init, in_axis=0, out_axis=1)
+        params = {"W": initializers.make(w_init, w_key, (self.in_features, self.out_features),
+                                         self.dtype, "Linear")}
+        if self.bias:
+            params["b"] = jnp.zeros((self.out_features,), self.dtype)
+        return params
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        check_float(self, x)
+        check_shape(self, x, (self.in_features,), leading=True)
+        y = jnp.matmul(x, params["W"])
+        return y + params["b"] if self.bias else y

@@ -1,0 +1,41 @@
+"""``Dropout``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from minitorch.errors import KeyArgError
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, check_float, check_key, check_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout(Layer):
+    """Zero each element with probability ``rate`` and scale the rest by ``1 / (1 - rate)``.
+
+    Active only with ``train=True``, which needs a ``key``; with ``train=False`` it is
+    the identity, so evaluation needs no key.
+
+    Shapes: ``x (...) -> y (...)``, same dtype.
+    """
+
+    rate: float = 0.5
+
+    def __post_init__(self):
+        if not 0.0 <= self.rate < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), received {self.rate!r}")
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        check_float(self, x)
+        if not train or self.rate == 0.0:
+            return x
+        if key is None:
+            raise KeyArgError("Dropout", "expected a PRNG key with train=True (pass key=...), "
+                              "received key=None; use train=False for evaluation")
+        check_key(self, key)
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, jnp.shape(x))
+        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype)).astype(x.dtype)

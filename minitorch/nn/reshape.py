@@ -1,0 +1,54 @@
+"""``Flatten`` and ``Reshape``: change the shape of each example, keep the batch axis."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+
+from minitorch.errors import ShapeError
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, check_params, set_fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten(Layer):
+    """Flatten every axis after the first: ``x (N, d1, d2, ...) -> y (N, d1 * d2 * ...)``."""
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        shape = jnp.shape(x)
+        if len(shape) < 2:
+            raise ShapeError("Flatten", f"expected input of shape (N, ...) with at least 2 "
+                             f"axes, received {shape}")
+        return jnp.reshape(x, (shape[0], math.prod(shape[1:])))
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Reshape(Layer):
+    """Reshape each example: ``x (N, ...) -> y (N, *shape)``; one entry of ``shape`` may be -1."""
+
+    shape: tuple[int, ...]
+
+    def __init__(self, shape: tuple[int, ...] | int, *more: int):
+        shape = (shape, *more) if isinstance(shape, int) else tuple(shape) + more
+        if (sum(d == -1 for d in shape) > 1
+                or not all(isinstance(d, int) and (d >= 1 or d == -1) for d in shape)):
+            raise ValueError(f"Reshape: shape must be positive ints with at most one -1, "
+                             f"received {shape!r}")
+        set_fields(self, shape=shape)
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        shape = jnp.shape(x)
+        size = math.prod(shape[1:]) if len(shape) >= 1 else 0
+        known = math.prod(d for d in self.shape if d != -1)
+        fits = size == known if -1 not in self.shape else size % known == 0 and size > 0
+        if len(shape) < 1 or not fits:
+            raise ShapeError("Reshape", f"expected input of shape (N, ...) with "
+                             f"{'a multiple of ' if -1 in self.shape else ''}{known} elements "
+                             f"per example to reshape to (N, {', '.join(map(str, self.shape))}), "
+                             f"received {shape}")
+        return jnp.reshape(x, (shape[0], *self.shape))

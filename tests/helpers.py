@@ -1,0 +1,76 @@
+"""Shared test helpers: NumPy references and float64 conversion."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def to_f64(tree):
+    """Cast every floating leaf of ``tree`` to float64 (call inside ``jax.enable_x64()``)."""
+    return jax.tree.map(
+        lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating)
+        else a, tree)
+
+
+def away_from_zero(rng: np.random.Generator, shape, low: float = 0.1) -> np.ndarray:
+    """Random values with |v| in [low, 1): no kinks (ReLU, max ties) within a finite difference."""
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, 1.0, size=shape)
+
+
+def distinct(rng: np.random.Generator, shape) -> np.ndarray:
+    """Random values pairwise at least 0.01 apart, so maxima have no near-ties."""
+    size = int(np.prod(shape))
+    return (rng.permutation(size).astype(np.float64) / size * 2 - 1 + 0.001).reshape(shape)
+
+
+def conv2d_ref(x, w, b, stride, pads, dilation, groups):
+    """Direct NumPy cross-correlation, NCHW x OIHW, as torch.nn.functional.conv2d."""
+    x = np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]))
+    n, _, h, wd = x.shape
+    out_c, c_per_group, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (wd - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, out_c, ho, wo))
+    per_group = out_c // groups
+    for o in range(out_c):
+        g = o // per_group
+        xs = x[:, g * c_per_group:(g + 1) * c_per_group]
+        for i in range(ho):
+            for j in range(wo):
+                patch = xs[:, :, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                           j * sw:j * sw + dw * (kw - 1) + 1:dw]
+                out[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3))
+    return out if b is None else out + b[None, :, None, None]
+
+
+def pool2d_ref(x, kernel, stride, pads, op):
+    """NumPy max/avg pooling; max pads with -inf, avg counts padded zeros."""
+    fill = -np.inf if op == "max" else 0.0
+    x = np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]), constant_values=fill)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.zeros((n, c, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            window = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            out[:, :, i, j] = window.max(axis=(2, 3)) if op == "max" else window.mean(axis=(2, 3))
+    return out
+
+
+def log_softmax_ref(z, axis=-1):
+    z = np.asarray(z, np.float64)
+    m = z.max(axis=axis, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=axis, keepdims=True))
+
+
+def check_layer_grads(layer, params, x, *, key=None, train=False, order=1):
+    """Finite-difference check of ``layer.apply`` in float64, w.r.t. params and input."""
+    from jax.test_util import check_grads
+
+    with jax.enable_x64(True):
+        params64, x64 = to_f64(params), to_f64(jnp.asarray(x))
+        check_grads(lambda p, v: layer.apply(p, v, key=key, train=train), (params64, x64),
+                    order=order, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)

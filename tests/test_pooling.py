@@ -1,0 +1,51 @@
+import chex
+import jax
+import numpy as np
+from absl.testing import parameterized
+
+from minitorch import nn
+from minitorch.nn.core import resolve_padding
+from tests.helpers import check_layer_grads, distinct, pool2d_ref
+
+# (kernel, stride, padding, input H x W)
+CASES = [
+    (2, None, 0, (8, 8)),        # non-overlapping fast path
+    (2, None, 0, (7, 9)),        # fast path with a ragged edge (floor, as PyTorch)
+    (3, 2, 1, (7, 7)),           # overlapping, padded
+    ((2, 3), (1, 2), (1, 1), (6, 7)),
+    (3, 1, "same", (5, 4)),
+    (2, None, "same", (5, 5)),   # same with stride 2: ceil(5 / 2) = 3 outputs
+]
+
+
+class PoolingTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(case=CASES, kind=("max", "avg"))
+    def test_matches_numpy(self, case, kind):
+        kernel, stride, padding, hw = case
+        layer = (nn.MaxPool2D if kind == "max" else nn.AvgPool2D)(kernel, stride, padding)
+        x = np.random.default_rng(0).normal(size=(2, 3, *hw)).astype(np.float32)
+        y = self.variant(layer.apply)({}, x)
+        pads = resolve_padding(padding, hw, layer.kernel_size, layer.stride, (1, 1), "t")
+        expected = pool2d_ref(x, layer.kernel_size, layer.stride, pads, kind)
+        np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+
+    def test_stride_defaults_to_kernel_size(self):
+        self.assertEqual(nn.MaxPool2D(3).stride, (3, 3))
+        self.assertEqual(nn.AvgPool2D((2, 3)).stride, (2, 3))
+
+    def test_max_pool_pads_with_minus_infinity(self):
+        x = -np.ones((1, 1, 2, 2), np.float32)  # all negative: zero padding would win the max
+        y = nn.MaxPool2D(2, stride=1, padding=1).apply({}, x)
+        np.testing.assert_array_equal(y, -np.ones((1, 1, 3, 3)))
+
+    def test_avg_pool_counts_padded_zeros(self):
+        y = nn.AvgPool2D(2, stride=1, padding=1).apply({}, np.ones((1, 1, 2, 2), np.float32))
+        np.testing.assert_allclose(y[0, 0], [[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]])
+
+    @parameterized.product(case=CASES, kind=("max", "avg"))
+    def test_gradients(self, case, kind):
+        kernel, stride, padding, hw = case
+        layer = (nn.MaxPool2D if kind == "max" else nn.AvgPool2D)(kernel, stride, padding)
+        check_layer_grads(layer, {}, distinct(np.random.default_rng(1), (2, 2, *hw)))
