@@ -114,10 +114,17 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, *,
     return _reduce(loss, reduction, where)
 
 
+def _log_softmax(logits: Array) -> tuple[Array, Array]:
+    """``(log_softmax, softmax)`` over the last axis from one shifted-exp pass."""
+    shifted = logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
+    exp = jnp.exp(shifted)
+    total = exp.sum(axis=-1, keepdims=True)
+    return shifted - jnp.log(total), exp / total
+
+
 @jax.custom_jvp
 def _softmax_xent(logits: Array, targets: Array) -> Array:
-    log_probs = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    return -_xlogy_sum(targets, log_probs)
+    return -_xlogy_sum(targets, _log_softmax(logits)[0])
 
 
 def _xlogy_sum(targets: Array, log_probs: Array) -> Array:
@@ -130,9 +137,9 @@ def _softmax_xent_jvp(primals, tangents):
     logits, targets = primals
     d_logits, d_targets = tangents
     # One log-sum-exp pass gives the loss and the softmax that its gradient needs.
-    log_probs = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    log_probs, probs = _log_softmax(logits)
     loss = -_xlogy_sum(targets, log_probs)
-    grad_logits = jnp.exp(log_probs) * targets.sum(axis=-1, keepdims=True) - targets
+    grad_logits = probs * targets.sum(axis=-1, keepdims=True) - targets
     # Linear in the tangents (reverse mode transposes it); a masked class adds nothing.
     finite_log_probs = jnp.where(jnp.isfinite(log_probs), log_probs, 0)
     d_loss = ((grad_logits * d_logits) - finite_log_probs * d_targets).sum(axis=-1)

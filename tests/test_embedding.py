@@ -38,5 +38,5 @@ class EmbeddingTest(chex.TestCase):
 
     def test_float_ids_raise(self):
         layer = nn.Embedding(3, 2)
-        with self.assertRaisesRegex(DTypeError, "Embedding: expected integer ids, received float32"):
+        with self.assertRaisesRegex(DTypeError, "Embedding: expected integer ids, received float"):
             layer.apply(layer.init(jax.random.key(0)), jnp.ones(2))

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from minitorch.errors import DTypeError, KeyArgError, LayerError, ParamsError, ShapeError
 
@@ -244,6 +245,20 @@ def resolve_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[i
         raise ValueError(f"{owner}: padding must be a non-negative int, a pair of them, "
                          f"'same' or 'valid', received {padding!r}")
     return tuple((p, p) for p in pair)
+
+
+def reshape_examples(x: Array, shape: Sequence[int]) -> Array:
+    """``jnp.reshape(x, shape)`` for a ``shape`` that keeps axis 0 (the batch) whole.
+
+    Under a ``Mesh`` with explicit axes JAX cannot infer how a reshape that splits axes is
+    sharded, so the batch axis keeps its sharding and the other axes are replicated.
+    """
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if not spec or sharding.mesh.empty:
+        return jnp.reshape(x, shape)
+    out = sharding.update(spec=PartitionSpec(spec[0], *[None] * (len(shape) - 1)))
+    return jnp.reshape(x, shape, out_sharding=out)
 
 
 def count_params(params: Params) -> int:

@@ -19,6 +19,7 @@ from minitorch.nn.core import (
     check_float,
     check_params,
     check_shape,
+    reshape_examples,
     resolve_padding,
     set_fields,
 )
@@ -54,7 +55,8 @@ class _Pool2D(Layer):
             # Non-overlapping windows: a reshape and a reduction, which XLA:CPU runs (and
             # differentiates) far faster than a generic reduce_window.
             (kh, kw), (n, c, h, w) = self.kernel_size, x.shape
-            tiles = x[:, :, : h // kh * kh, : w // kw * kw].reshape(n, c, h // kh, kh, w // kw, kw)
+            cropped = x[:, :, : h // kh * kh, : w // kw * kw]
+            tiles = reshape_examples(cropped, (n, c, h // kh, kh, w // kw, kw))
             return self._reduce_tiles(tiles)
         return self._reduce_window(x, ((0, 0), (0, 0), *pads))
 

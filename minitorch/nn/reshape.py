@@ -8,7 +8,15 @@ import math
 import jax.numpy as jnp
 
 from minitorch.errors import ShapeError
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, check_params, set_fields
+from minitorch.nn.core import (
+    Array,
+    Layer,
+    Params,
+    PRNGKey,
+    check_params,
+    reshape_examples,
+    set_fields,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +30,7 @@ class Flatten(Layer):
         if len(shape) < 2:
             raise ShapeError("Flatten", f"expected input of shape (N, ...) with at least 2 "
                              f"axes, received {shape}")
-        return jnp.reshape(x, (shape[0], math.prod(shape[1:])))
+        return reshape_examples(x, (shape[0], math.prod(shape[1:])))
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -51,4 +59,4 @@ class Reshape(Layer):
                              f"{'a multiple of ' if -1 in self.shape else ''}{known} elements "
                              f"per example to reshape to (N, {', '.join(map(str, self.shape))}), "
                              f"received {shape}")
-        return jnp.reshape(x, (shape[0], *self.shape))
+        return reshape_examples(x, (shape[0], *self.shape))
