@@ -1,0 +1,31 @@
+"""Every example reaches its printed bar (each exits non-zero when it misses)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# (script, a line its output must contain)
+CASES = [
+    ("xor.py", "XOR: 4/4 points right"),
+    ("majority.py", "majority of 5 bits: 32/32 inputs right (100.00%)"),
+    ("iris.py", "test accuracy"),
+]
+
+
+@pytest.mark.parametrize("script, expected", CASES)
+def test_example_reaches_its_bar(script, expected):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it
+    result = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout, result.stdout
+
+
+def test_every_example_is_tested():
+    scripts = {p.name for p in EXAMPLES.glob("*.py")}
+    assert scripts == {script for script, _ in CASES}
