@@ -50,3 +50,7 @@ class DTypeError(LayerError, TypeError):
 
 class KeyArgError(LayerError, TypeError):
     """A PRNG key is missing where one is required, or is not a key."""
+
+
+class StateError(LayerError, ValueError):
+    """A stateful layer (``BatchNorm``) got no state, or a state of the wrong structure."""

@@ -2,10 +2,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
+from jax.test_util import check_grads
 
 from minitorch import nn
-from tests.helpers import check_layer_grads
+from tests.helpers import check_layer_grads, to_f64
 
 
 def layer_norm_ref(x, shape, scale, bias, eps=1e-5):
@@ -46,3 +48,103 @@ class LayerNormTest(chex.TestCase):
         y = nn.LayerNorm(3, eps=1e-5).apply(nn.LayerNorm(3).init(jax.random.key(0)),
                                             jnp.full((1, 3), 7.0))
         np.testing.assert_array_equal(y, np.zeros((1, 3)))
+
+
+def batch_norm_ref(x, scale, bias, eps=1e-5):
+    """NumPy training-mode batch norm over every axis but 1; returns y, mean, unbiased var."""
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    n = x.size // x.shape[1]
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    return y * scale.reshape(shape) + bias.reshape(shape), mean, var * n / (n - 1)
+
+
+class BatchNormTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters((6, 3), (5, 3, 7), (4, 3, 5, 6))
+    def test_train_mode_matches_numpy(self, *shape):
+        layer = nn.BatchNorm(3, momentum=0.2)
+        params = {"scale": jnp.array([1.0, 2.0, -0.5]), "bias": jnp.array([0.0, 1.0, 3.0])}
+        state = {"mean": jnp.array([0.5, 0.0, -1.0]), "var": jnp.array([1.0, 2.0, 0.5])}
+        x = np.random.default_rng(0).normal(1.0, 2.0, size=shape)
+        y, new = self.variant(lambda p, x, s: layer.apply(p, x, state=s, train=True))(
+            params, x.astype(np.float32), state)
+        ref, mean, var = batch_norm_ref(x, np.asarray(params["scale"]), np.asarray(params["bias"]))
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(new["mean"], 0.8 * np.asarray(state["mean"]) + 0.2 * mean,
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(new["var"], 0.8 * np.asarray(state["var"]) + 0.2 * var,
+                                   rtol=1e-5, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_eval_mode_uses_running_stats_and_keeps_state(self):
+        layer = nn.BatchNorm(2)
+        params = {"scale": jnp.array([2.0, 1.0]), "bias": jnp.array([0.0, -1.0])}
+        state = {"mean": jnp.array([1.0, -1.0]), "var": jnp.array([4.0, 0.25])}
+        x = np.random.default_rng(1).normal(size=(3, 2, 4)).astype(np.float32)
+        y, new = self.variant(lambda p, x, s: layer.apply(p, x, state=s))(params, x, state)
+        expected = ((x - np.array([1.0, -1.0])[:, None]) / np.sqrt(np.array([4.0, 0.25]) + 1e-5)
+                    [:, None] * np.array([2.0, 1.0])[:, None] + np.array([0.0, -1.0])[:, None])
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_equal(new, state)
+
+    @parameterized.parameters(((8, 4), "1d"), ((8, 4, 6), "1d"), ((8, 4, 5, 5), "2d"))
+    def test_matches_pytorch_over_several_steps_in_both_modes(self, shape, kind):
+        torch = pytest.importorskip("torch")
+        layer = nn.BatchNorm(4, momentum=0.3)
+        params, state = layer.init(jax.random.key(0)), layer.init_state()
+        module = (torch.nn.BatchNorm1d if kind == "1d" else torch.nn.BatchNorm2d)(4, momentum=0.3)
+        rng = np.random.default_rng(2)
+        for _ in range(3):
+            x = rng.normal(0.5, 2.0, size=shape).astype(np.float32)
+            y, state = layer.apply(params, x, state=state, train=True)
+            module.train()
+            np.testing.assert_allclose(y, module(torch.tensor(x)).detach().numpy(), atol=1e-5)
+        np.testing.assert_allclose(state["mean"], module.running_mean.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(state["var"], module.running_var.numpy(), rtol=1e-5)
+        module.eval()
+        x = rng.normal(size=shape).astype(np.float32)
+        y, _ = layer.apply(params, x, state=state)
+        np.testing.assert_allclose(y, module(torch.tensor(x)).detach().numpy(), atol=1e-5)
+
+    def test_gradients(self):
+        layer = nn.BatchNorm(3)
+        params = {"scale": jnp.array([1.0, 2.0, 0.5]), "bias": jnp.arange(3.0)}
+        x = np.random.default_rng(3).normal(size=(5, 3, 2))
+        with jax.enable_x64(True):
+            state = to_f64(layer.init_state())
+            check_grads(lambda p, v: layer.apply(p, v, state=state, train=True)[0],
+                        (to_f64(params), jnp.asarray(x)), order=1, modes=("fwd", "rev"))
+
+    def test_state_is_not_a_parameter(self):
+        net = nn.Net([nn.Linear(3, 4), nn.BatchNorm(4), nn.ReLU()])
+        params = net.init(jax.random.key(0))
+        self.assertEqual(sorted(params[1]), ["bias", "scale"])
+        self.assertEqual(jax.tree.map(jnp.shape, net.init_state()),
+                         [{}, {"mean": (4,), "var": (4,)}, {}])
+
+    def test_pmap_statistics_are_those_of_the_global_batch(self):
+        layer = nn.BatchNorm(3, axis_name="batch")
+        params, state = layer.init(jax.random.key(0)), layer.init_state()
+        x = np.random.default_rng(4).normal(2, 3, size=(16, 3, 2, 2)).astype(np.float32)
+        y, new = jax.pmap(lambda x: layer.apply(params, x, state=state, train=True),
+                          axis_name="batch")(x.reshape(8, 2, 3, 2, 2))
+        y_single, new_single = nn.BatchNorm(3).apply(params, x, state=state, train=True)
+        np.testing.assert_allclose(y.reshape(x.shape), y_single, rtol=1e-4, atol=1e-5)
+        for leaf, single in zip(jax.tree.leaves(new), jax.tree.leaves(new_single)):
+            np.testing.assert_allclose(leaf, np.broadcast_to(single, leaf.shape), rtol=1e-5)
+
+    def test_errors(self):
+        layer = nn.BatchNorm(3)
+        params = layer.init(jax.random.key(0))
+        with self.assertRaisesRegex(nn.StateError, "BatchNorm: expected state="):
+            layer.apply(params, jnp.ones((2, 3)), train=True)
+        with self.assertRaisesRegex(nn.ShapeError, r"BatchNorm: expected input of shape \(N, 3\)"):
+            layer.apply(params, jnp.ones((2, 4)), state=layer.init_state())
+        net = nn.Net([nn.Linear(2, 3), nn.BatchNorm(3)])
+        with self.assertRaisesRegex(nn.StateError, r"layers 1 \(BatchNorm\) keep state"):
+            net.apply(net.init(jax.random.key(0)), jnp.ones((2, 2)))
+        with self.assertRaisesRegex(nn.StateError, "no stateful layers"):
+            nn.Net([nn.ReLU()]).apply([{}], jnp.ones(2), state=[{"mean": jnp.ones(2)}])

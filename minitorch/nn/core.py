@@ -15,16 +15,24 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from minitorch.errors import DTypeError, KeyArgError, LayerError, ParamsError, ShapeError
+from minitorch.errors import (
+    DTypeError,
+    KeyArgError,
+    LayerError,
+    ParamsError,
+    ShapeError,
+    StateError,
+)
 
 Array = jax.Array
 Params = Any  # a pytree of arrays: dict for a layer, list of them for a Net
+State = Any  # buffers such as BatchNorm's running statistics, kept apart from params
 PRNGKey = jax.Array  # new-style ``jax.random.key`` or raw ``uint32[2]`` ``PRNGKey``
 
 
@@ -32,8 +40,12 @@ PRNGKey = jax.Array  # new-style ``jax.random.key`` or raw ``uint32[2]`` ``PRNGK
 class Layer:
     """Base class of every layer: a frozen dataclass of hyperparameters.
 
-    Subclasses override ``init`` (default: no params) and ``apply``.
+    Subclasses override ``init`` (default: no params) and ``apply``. A layer with buffers
+    (``BatchNorm``) sets ``stateful = True``, overrides ``init_state``, takes ``state=`` in
+    ``apply`` and returns ``(y, new_state)``.
     """
+
+    stateful: ClassVar[bool] = False
 
     def init(self, key: PRNGKey) -> Params:
         """Create this layer's params from ``key``; a parameterless layer returns ``{}``."""
@@ -44,10 +56,19 @@ class Layer:
               train: bool = False) -> Array:
         raise NotImplementedError
 
+    def init_state(self) -> State:
+        """This layer's initial state; ``{}`` for a layer without buffers."""
+        return {}
+
     @functools.cached_property
     def param_spec(self) -> Params:
         """Shapes and dtypes ``init`` creates (``jax.ShapeDtypeStruct`` leaves); no FLOPs spent."""
         return jax.eval_shape(self.init, jax.random.key(0))
+
+    @functools.cached_property
+    def state_spec(self) -> State:
+        """Shapes and dtypes ``init_state`` creates."""
+        return jax.eval_shape(self.init_state)
 
 
 def name_of(layer: Layer) -> str:
@@ -75,15 +96,25 @@ def _shapes(tree: Any) -> Any:
 
 def check_params(layer: Layer, params: Params) -> None:
     """Raise ParamsError unless ``params`` has the structure and shapes ``layer.init`` makes."""
-    expected = layer.param_spec
-    if jax.tree.structure(params) != jax.tree.structure(expected):
-        raise ParamsError(name_of(layer), f"params structure mismatch: expected "
-                          f"{_shapes(expected)}, received {_describe(params)}")
+    _check_tree(layer, params, layer.param_spec, "params", ParamsError)
+
+
+def check_state(layer: Layer, state: State) -> None:
+    """Raise StateError unless ``state`` has the structure and shapes ``init_state`` makes."""
+    if state is None:
+        raise StateError(name_of(layer), "expected state=... (from init_state()), received None")
+    _check_tree(layer, state, layer.state_spec, "state", StateError)
+
+
+def _check_tree(layer: Layer, tree: Any, expected: Any, what: str, error: type) -> None:
+    if jax.tree.structure(tree) != jax.tree.structure(expected):
+        raise error(name_of(layer), f"{what} structure mismatch: expected "
+                    f"{_shapes(expected)}, received {_describe(tree)}")
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected),
-                                 jax.tree.leaves(params)):
+                                 jax.tree.leaves(tree)):
         if tuple(want.shape) != tuple(jnp.shape(got)):
-            raise ParamsError(name_of(layer), f"params{jax.tree_util.keystr(path)} expected "
-                              f"shape {tuple(want.shape)}, received {tuple(jnp.shape(got))}")
+            raise error(name_of(layer), f"{what}{jax.tree_util.keystr(path)} expected "
+                        f"shape {tuple(want.shape)}, received {tuple(jnp.shape(got))}")
 
 
 def _describe(tree: Any) -> str:
@@ -158,20 +189,58 @@ class Net(Layer):
     def __getitem__(self, index: int) -> Layer:
         return self.layers[index]
 
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        """Whether any layer keeps state (then ``apply`` takes ``state=`` and returns it)."""
+        return any(layer.stateful for layer in self.layers)
+
     def init(self, key: PRNGKey) -> list[Params]:
         check_key(self, key, "init")
         keys = split_key(key, len(self.layers))
         return [self._at(i, layer.init, k) for i, (layer, k) in enumerate(zip(self.layers, keys))]
 
+    def init_state(self) -> list[State]:
+        """One entry per layer: ``{}`` for most, running statistics for ``BatchNorm``."""
+        return [layer.init_state() for layer in self.layers]
+
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
-              train: bool = False) -> Array:
+              train: bool = False, state: State = None) -> Any:
+        """Apply the layers in order.
+
+        Returns ``y``; for a net with stateful layers, which needs ``state=``, ``(y, new_state)``.
+        """
         self._check_params(params)
+        states = self._check_state(state)
         if key is not None:
             check_key(self, key)
         keys = split_key(key, len(self.layers))
+        new_states = []
         for i, (layer, layer_params, layer_key) in enumerate(zip(self.layers, params, keys)):
-            x = self._at(i, layer.apply, layer_params, x, key=layer_key, train=train)
-        return x
+            if layer.stateful:
+                x, layer_state = self._at(i, layer.apply, layer_params, x, key=layer_key,
+                                          train=train, state=states[i])
+            else:
+                x = self._at(i, layer.apply, layer_params, x, key=layer_key, train=train)
+                layer_state = states[i] if states else {}
+            new_states.append(layer_state)
+        return (x, new_states) if self.stateful else x
+
+    def _check_state(self, state: State) -> list[State] | None:
+        if not self.stateful:
+            if state is not None and jax.tree.leaves(state):
+                raise StateError(name_of(self), "this net has no stateful layers; call apply "
+                                 "without state=")
+            return None
+        if not isinstance(state, (list, tuple)) or len(state) != len(self.layers):
+            which = [f"{i} ({name_of(layer)})" for i, layer in enumerate(self.layers)
+                     if layer.stateful]
+            got = "None" if state is None else (
+                f"{len(state)} entries" if isinstance(state, (list, tuple))
+                else type(state).__name__)
+            raise StateError(name_of(self), f"layers {', '.join(which)} keep state: expected "
+                             f"state=net.init_state(), a list of {len(self.layers)} entries, "
+                             f"received {got}")
+        return list(state)
 
     def _check_params(self, params: Params) -> None:
         if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):

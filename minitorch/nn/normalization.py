@@ -1,21 +1,26 @@
-"""Normalisation layers: ``LayerNorm``."""
+"""Normalisation layers: ``LayerNorm`` and ``BatchNorm`` (the one layer with state)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 
+from minitorch.errors import ShapeError
 from minitorch.nn.core import (
     Array,
     Layer,
     Params,
     PRNGKey,
+    State,
     check_float,
     check_key,
     check_params,
     check_shape,
+    check_state,
     positive_int,
     set_fields,
 )
@@ -71,3 +76,92 @@ class LayerNorm(Layer):
         var = jnp.square(x - mean).mean(axis=axes, keepdims=True)
         y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps))
         return y * params["scale"] + params["bias"] if self.elementwise_affine else y
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class BatchNorm(Layer):
+    """Batch normalisation over the channel axis 1, as ``torch.nn.BatchNorm1d`` / ``2d``.
+
+    In training (``train=True``) each channel is normalised with the mean and biased variance
+    of the batch (over every axis but 1), and the running statistics are updated as PyTorch
+    does: ``running = (1 - momentum) * running + momentum * batch_stat``, with the unbiased
+    variance. In evaluation the running statistics are used and the state is returned as is.
+
+    Args:
+      num_features: the number of channels C.
+      eps: added to the variance.
+      momentum: weight of the new batch statistic in the running average.
+      axis_name: a ``pmap``/``vmap`` axis to average the batch statistics over, so that every
+        device normalises with the statistics of the global batch. Under ``jax.jit`` with a
+        sharded batch no name is needed: the mean is already global.
+      dtype: dtype of the params and state (float32 by default).
+
+    Params: ``scale (C,)`` (ones), ``bias (C,)`` (zeros).
+    State: ``mean (C,)`` (zeros), ``var (C,)`` (ones); kept apart from params, so gradients
+    and optimisers never touch it.
+    Shapes: ``x (N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` -> ``y`` of the same shape;
+    ``apply`` returns ``(y, new_state)``.
+    """
+
+    num_features: int
+    eps: float
+    momentum: float
+    axis_name: Any
+    dtype: Any
+    stateful: ClassVar[bool] = True
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
+                 axis_name: Any = None, dtype: Any = jnp.float32):
+        if not eps > 0 or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm: expected eps > 0 and momentum in [0, 1], received "
+                             f"eps={eps!r}, momentum={momentum!r}")
+        set_fields(self, num_features=positive_int(num_features, "num_features", "BatchNorm"),
+                   eps=float(eps), momentum=float(momentum), axis_name=axis_name,
+                   dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        check_key(self, key, "init")
+        return {"scale": jnp.ones((self.num_features,), self.dtype),
+                "bias": jnp.zeros((self.num_features,), self.dtype)}
+
+    def init_state(self) -> State:
+        return {"mean": jnp.zeros((self.num_features,), self.dtype),
+                "var": jnp.ones((self.num_features,), self.dtype)}
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False, state: State = None) -> tuple[Array, State]:
+        check_params(self, params)
+        check_state(self, state)
+        check_float(self, x)
+        if not 2 <= jnp.ndim(x) <= 4 or x.shape[1] != self.num_features:
+            raise ShapeError("BatchNorm", f"expected input of shape (N, {self.num_features}), "
+                             f"(N, {self.num_features}, L) or (N, {self.num_features}, H, W), "
+                             f"received {jnp.shape(x)}")
+        axes = (0, *range(2, x.ndim))
+        channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector against x
+        if train:
+            mean, var, count = self._batch_stats(x, axes)
+            unbiased = var * count / max(count - 1, 1)
+            new_state = {
+                "mean": (1 - self.momentum) * state["mean"] + self.momentum * mean,
+                "var": (1 - self.momentum) * state["var"] + self.momentum * unbiased,
+            }
+            new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
+        else:
+            mean, var, new_state = state["mean"], state["var"], state
+        inv = jax.lax.rsqrt(var + self.eps) * params["scale"]
+        y = (x - mean.reshape(channel)) * inv.reshape(channel) + params["bias"].reshape(channel)
+        return y.astype(jnp.result_type(x, params["scale"])), new_state
+
+    def _batch_stats(self, x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, int]:
+        """Per-channel mean and biased variance over ``axes`` (and ``axis_name``), and the count."""
+        count = math.prod(x.shape[a] for a in axes)
+        mean = x.mean(axis=axes)
+        if self.axis_name is not None:
+            mean = jax.lax.pmean(mean, self.axis_name)
+            count = count * jax.lax.axis_size(self.axis_name)
+        centred = x - mean.reshape((1, -1) + (1,) * (x.ndim - 2))
+        var = jnp.square(centred).mean(axis=axes)  # two passes: no E[x^2] - E[x]^2 cancellation
+        if self.axis_name is not None:
+            var = jax.lax.pmean(var, self.axis_name)
+        return mean, var, count

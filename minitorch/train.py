@@ -1,0 +1,188 @@
+"""Training and evaluation steps built from a net, a loss and an optax optimiser.
+
+A step is a pure function, ``jax.jit``-compiled as a whole (params and optimiser state
+donated)::
+
+    step = train.make_step(net, losses.softmax_cross_entropy, optim.sgd(0.1, momentum=0.9))
+    params, opt_state, metrics = step(params, opt_state, (x, y), key)
+
+For a net with stateful layers (``BatchNorm``) the state is one extra argument and one
+extra return, right after the params::
+
+    params, state, opt_state, metrics = step(params, state, opt_state, (x, y), key)
+
+``metrics`` holds ``"loss"`` and, when the targets are integer class ids of the outputs,
+``"accuracy"``. With ``axis_name`` the gradients, metrics (and, through ``BatchNorm(axis_name=)``,
+batch statistics) are averaged with ``lax.pmean``, so the step runs under ``jax.pmap``;
+the same step runs unchanged under ``jax.jit`` with a sharded batch (see
+:mod:`minitorch.parallel`).
+
+Nothing here is required: a step is ``net.apply``, a loss, ``jax.value_and_grad`` and an
+optax update, and the README shows how to write one by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, State
+
+Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
+Metrics = dict[str, Array]
+Loss = Callable[[Array, Array], Array]
+# A custom objective: (params, batch, key) -> loss, or (loss, metrics dict).
+Objective = Callable[[Params, Batch, PRNGKey], Any]
+
+
+def classification_metrics(outputs: Array, targets: Array) -> Metrics:
+    """``{"accuracy": ...}`` when ``targets`` are integer class ids of ``outputs (..., C)``."""
+    if (jnp.issubdtype(jnp.result_type(targets), jnp.integer)
+            and jnp.ndim(outputs) == jnp.ndim(targets) + 1):
+        return {"accuracy": (outputs.argmax(axis=-1) == targets).mean(dtype=jnp.float32)}
+    return {}
+
+
+def _forward(net: Layer, params: Params, state: State, x: Array, key: PRNGKey | None,
+             train: bool) -> tuple[Array, State]:
+    if net.stateful:
+        return net.apply(params, x, key=key, train=train, state=state)
+    return net.apply(params, x, key=key, train=train), state
+
+
+def supervised_objective(net: Layer, loss: Loss) -> Callable:
+    """``(params, state, (x, y), key) -> (loss, (metrics, state))`` for ``loss(net(x), y)``."""
+
+    def objective(params, state, batch, key):
+        x, y = batch
+        outputs, state = _forward(net, params, state, x, key, train=True)
+        value = loss(outputs, y)
+        return value, ({"loss": value, **classification_metrics(outputs, y)}, state)
+
+    return objective
+
+
+def _custom_objective(objective: Objective) -> Callable:
+    def wrapped(params, state, batch, key):
+        out = objective(params, batch, key)
+        value, metrics = out if isinstance(out, tuple) else (out, {})
+        return value, ({"loss": value, **metrics}, state)
+
+    return wrapped
+
+
+def make_step(net: Layer | None, loss: Loss | Objective,
+              optimizer: optax.GradientTransformation, *, axis_name: Any = None,
+              jit: bool = True, donate: bool = True) -> Callable:
+    """Build a training step.
+
+    Args:
+      net: the model; or None, when ``loss`` is a custom objective.
+      loss: ``loss(outputs, targets) -> scalar`` applied to ``net.apply(params, x)`` and ``y``
+        of a batch ``(x, y)``; with ``net=None``, any pure
+        ``objective(params, batch, key) -> loss`` or ``-> (loss, metrics dict)``.
+      optimizer: an optax transform, e.g. ``optim.sgd(0.1, momentum=0.9)``.
+      axis_name: average gradients and metrics over this pmap axis (then pass ``jit=False``
+        and wrap the step in ``jax.pmap(..., axis_name=axis_name)``).
+      jit: return the step ``jax.jit``-compiled.
+      donate: with ``jit``, donate the params, state and optimiser state buffers to the
+        update (the arrays passed in must not be used afterwards).
+
+    Returns:
+      ``step(params, opt_state, batch, key) -> (params, opt_state, metrics)``, or for a net
+      with stateful layers ``step(params, state, opt_state, batch, key) ->
+      (params, state, opt_state, metrics)``. ``key`` feeds dropout; it may be None for nets
+      without stochastic layers.
+    """
+    stateful = net is not None and net.stateful
+    update = make_update(net, loss, optimizer, axis_name=axis_name)
+    if stateful:
+        step = update
+    else:
+        def step(params, opt_state, batch, key=None):
+            params, _, opt_state, metrics = update(params, None, opt_state, batch, key)
+            return params, opt_state, metrics
+
+    if not jit:
+        return step
+    donated = ((0, 1, 2) if stateful else (0, 1)) if donate else ()
+    return jax.jit(step, donate_argnums=donated)
+
+
+def make_update(net: Layer | None, loss: Loss | Objective,
+                optimizer: optax.GradientTransformation, *, axis_name: Any = None) -> Callable:
+    """The uncompiled step with the uniform signature every loop here builds on:
+    ``update(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``
+    (``state`` is None for a net without stateful layers)."""
+    if net is None:
+        objective = _custom_objective(loss)
+    else:
+        if not isinstance(net, Layer):
+            raise TypeError(f"make_step: net must be a minitorch layer or None, received "
+                            f"{type(net).__name__}")
+        objective = supervised_objective(net, loss)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def update(params, state, opt_state, batch, key):
+        (_, (metrics, state)), grads = grad_fn(params, state, batch, key)
+        if axis_name is not None:
+            grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), state, opt_state, metrics
+
+    return update
+
+
+def make_eval_step(net: Layer, loss: Loss, *, axis_name: Any = None,
+                   jit: bool = True) -> Callable:
+    """``eval_step(params, batch, state=None) -> metrics`` in evaluation mode (no dropout,
+    BatchNorm's running statistics), with the same metrics as the training step."""
+
+    def eval_step(params, batch, state=None):
+        x, y = batch
+        outputs, _ = _forward(net, params, state, x, None, train=False)
+        value = loss(outputs, y)
+        metrics = {"loss": value, **classification_metrics(outputs, y)}
+        return jax.lax.pmean(metrics, axis_name) if axis_name is not None else metrics
+
+    return jax.jit(eval_step) if jit else eval_step
+
+
+def predict(net: Layer, params: Params, x: Array, *, state: State = None,
+            batch_size: int | None = None) -> Array:
+    """``net``'s outputs on ``x`` in evaluation mode, in batches of ``batch_size`` if given."""
+    forward = _compiled_forward(net)
+    if batch_size is None:
+        return forward(params, state, x)
+    parts = [forward(params, state, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return jnp.concatenate(parts)
+
+
+def evaluate(net: Layer, loss: Loss, params: Params, data: tuple[Array, Array], *,
+             state: State = None, batch_size: int = 1024) -> dict[str, float]:
+    """Metrics of ``net`` on all of ``data = (x, y)``: example-weighted means over batches."""
+    eval_step = _compiled_eval(net, loss)
+    x, y = data
+    totals: dict[str, float] = {}
+    for i in range(0, len(x), batch_size):
+        batch = (x[i:i + batch_size], y[i:i + batch_size])
+        metrics = eval_step(params, batch, state)
+        for name, value in metrics.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * len(batch[0])
+    return {name: total / len(x) for name, total in totals.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_forward(net: Layer) -> Callable:
+    # Layers are frozen and hashable: one compiled function serves every call with a net.
+    return jax.jit(lambda params, state, x: _forward(net, params, state, x, None, False)[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_eval(net: Layer, loss: Loss) -> Callable:
+    return make_eval_step(net, loss)
