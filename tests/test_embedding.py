@@ -40,3 +40,14 @@ class EmbeddingTest(chex.TestCase):
         layer = nn.Embedding(3, 2)
         with self.assertRaisesRegex(DTypeError, "Embedding: expected integer ids, received float"):
             layer.apply(layer.init(jax.random.key(0)), jnp.ones(2))
+
+
+def test_finite_difference_gradients_of_the_table():
+    from jax.test_util import check_grads
+
+    from tests.helpers import to_f64
+
+    layer, ids = nn.Embedding(5, 3), jnp.array([[0, 4], [4, 2]])
+    with jax.enable_x64(True):
+        check_grads(lambda p: layer.apply(p, ids), (to_f64(layer.init(jax.random.key(0))),),
+                    order=2, modes=("fwd", "rev"))

@@ -54,3 +54,10 @@ class DropoutTest(chex.TestCase):
         for rate in (-0.1, 1.0, 2):
             with self.assertRaisesRegex(ValueError, r"Dropout: rate must be in \[0, 1\)"):
                 nn.Dropout(rate)
+
+
+def test_finite_difference_gradients_with_a_fixed_key():
+    from tests.helpers import check_layer_grads
+
+    x = np.random.default_rng(0).normal(size=(4, 6))
+    check_layer_grads(nn.Dropout(0.4), {}, x, key=jax.random.key(1), train=True, order=2)

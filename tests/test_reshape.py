@@ -33,3 +33,11 @@ class ReshapeTest(chex.TestCase):
             nn.Flatten().apply({}, jnp.ones(5))
         with self.assertRaisesRegex(ValueError, "at most one -1"):
             nn.Reshape(-1, -1)
+
+
+def test_finite_difference_gradients():
+    from tests.helpers import check_layer_grads
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 4))
+    check_layer_grads(nn.Flatten(), {}, x)
+    check_layer_grads(nn.Reshape(4, 3), {}, x)
