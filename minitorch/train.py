@@ -99,8 +99,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
       (params, state, opt_state, metrics)``. ``key`` feeds dropout; it may be None for nets
       without stochastic layers.
     """
-    stateful = net is not None and net.stateful
     update = make_update(net, loss, optimizer, axis_name=axis_name)
+    stateful = net is not None and net.stateful
     if stateful:
         step = update
     else:

@@ -1,0 +1,44 @@
+"""Shared timing helpers: interleaved rounds, medians, and the machine's load."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], *, rounds: int = 15,
+                repeats: int = 1) -> dict[str, list[float]]:
+    """Time each candidate once per round, round after round, so that a change in the
+    machine's load hits all of them alike. Each timing is seconds per call (the mean over
+    ``repeats`` calls, blocked until the results are ready)."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = run()
+            jax.block_until_ready(out)
+            times[name].append((time.perf_counter() - start) / repeats)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio_spread(times: dict[str, list[float]], name: str, reference: str) -> tuple[float, float]:
+    """Median of the per-round ratios ``name / reference`` and their interquartile half-range."""
+    ratios = sorted(a / b for a, b in zip(times[name], times[reference]))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [ratios[0], 0, ratios[-1]]
+    return statistics.median(ratios), (q[2] - q[0]) / 2
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")

@@ -1,0 +1,174 @@
+"""What `fit` costs on top of the bare compiled step and epoch.
+
+1. Iris-sized data (120 samples of 4 features, 3 classes, batch 16, shuffled every epoch),
+   time per step of:
+   - floor: a Python loop of the jit'd step over batches pre-sliced on the device, no
+     shuffling (the dispatch floor);
+   - fit: `minitorch.fit.fit` (whole epoch compiled: on-device shuffle, lax.scan), with its
+     history and progress bar;
+   - host loop: shuffle on the host each epoch and index the device arrays on the host
+     each step, feeding the same jit'd step (what a first training loop usually looks like).
+2. The digits CNN of examples/digits_cnn.py: time per epoch of `fit` (progress bar,
+   history, validation off) against the bare compiled epoch (`make_epoch` called in a loop).
+
+Run: python benchmarks/fit_overhead.py [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+from benchmarks.common import interleaved, machine, median, ratio_spread
+from minitorch import losses, nn, optim, train
+from minitorch.fit import fit, make_epoch
+
+EPOCHS = 20
+
+
+def quiet():
+    """Swallow the progress bar's output (it is drawn, just not shown)."""
+    return contextlib.redirect_stderr(io.StringIO())
+
+
+def iris_candidates():
+    rng = np.random.default_rng(0)
+    n, batch = 120, 16
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=n)
+    net = nn.Net([nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)])
+    opt = optim.sgd(0.01, momentum=0.9)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt)
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    batches = [(xd[i:i + batch], yd[i:i + batch]) for i in range(0, n, batch)]
+    steps_per_epoch = len(batches)
+    state = {"params": net.init(jax.random.key(0))}
+    state["opt"] = opt.init(state["params"])
+
+    def floor():
+        p, o = state["params"], state["opt"]
+        for _ in range(EPOCHS):
+            for b in batches:
+                p, o, _ = step(p, o, b, None)
+        state["params"], state["opt"] = p, o
+        return p
+
+    def host_loop():
+        p, o = state["params"], state["opt"]
+        order_rng = np.random.default_rng(1)
+        for _ in range(EPOCHS):
+            order = order_rng.permutation(n)
+            for i in range(0, n, batch):
+                idx = order[i:i + batch]
+                p, o, _ = step(p, o, (xd[idx], yd[idx]), None)
+        state["params"], state["opt"] = p, o
+        return p
+
+    fit_state = {}
+
+    def run_fit():
+        # epochs+1: the first epoch compiles; time what follows it, all of fit's own work
+        with quiet():
+            start = time.perf_counter()
+            params, _, history = fit(net, losses.softmax_cross_entropy, opt, (x, y),
+                                     epochs=EPOCHS + 1, batch_size=batch, seed=0)
+            total = time.perf_counter() - start
+        fit_state["per_epoch"] = (total - history["time"][0]) / EPOCHS
+        return params
+
+    return {"floor": floor, "fit": run_fit, "host loop": host_loop}, steps_per_epoch, fit_state
+
+
+def digits_candidates():
+    from digits_cnn import digits_cnn, load
+
+    (x, y), _, _ = load()
+    net = digits_cnn()
+    opt = optim.sgd(0.05, momentum=0.9, nesterov=True)
+    epoch = make_epoch(train.make_update(net, losses.softmax_cross_entropy, opt), len(x), 32)
+    data = (jnp.asarray(x), jnp.asarray(y))
+    key = jax.random.key(0)
+    state = {"params": net.init(key)}
+    state["opt"] = opt.init(state["params"])
+    epochs = 3
+
+    def bare():
+        p, o = state["params"], state["opt"]
+        for e in range(epochs):
+            p, _, o, metrics = epoch(p, None, o, data, key, e)
+        state["params"], state["opt"] = p, o
+        return p
+
+    fit_state = {}
+
+    def run_fit():
+        with quiet():
+            start = time.perf_counter()
+            params, _, history = fit(net, losses.softmax_cross_entropy, opt, (x, y),
+                                     epochs=epochs + 1, batch_size=32, seed=0)
+            total = time.perf_counter() - start
+        fit_state["per_epoch"] = (total - history["time"][0]) / epochs
+        return params
+
+    return {"bare epoch": bare, "fit": run_fit}, epochs, fit_state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+
+    candidates, steps, fit_state = iris_candidates()
+    fit_times = []
+
+    def fit_epochs():
+        out = candidates["fit"]()
+        fit_times.append(fit_state["per_epoch"] * EPOCHS)
+        return out
+
+    times = interleaved({**candidates, "fit": fit_epochs}, rounds=args.rounds)
+    times["fit"] = fit_times  # fit's compile-free part, measured inside the same rounds
+    per_step = {k: [t / (EPOCHS * steps) for t in v] for k, v in times.items()}
+    print(f"\nIris-sized (120 x 4, batch 16, {steps} steps/epoch), {args.rounds} rounds, "
+          f"median us/step:")
+    for name in ("floor", "fit", "host loop"):
+        r, spread = ratio_spread(per_step, name, "floor")
+        print(f"  {name:10s} {1e6 * median(per_step[name]):7.1f} us/step   "
+              f"{r:5.2f}x floor (+-{spread:.2f})")
+    r, _ = ratio_spread(per_step, "host loop", "fit")
+    print(f"  fit is {r:.1f}x faster than the host loop")
+
+    candidates, epochs, fit_state = digits_candidates()
+    fit_times = []
+
+    def digits_fit():
+        out = candidates["fit"]()
+        fit_times.append(fit_state["per_epoch"] * epochs)
+        return out
+
+    times = interleaved({"bare epoch": candidates["bare epoch"], "fit": digits_fit},
+                        rounds=args.rounds)
+    times["fit"] = fit_times
+    per_epoch = {k: [t / epochs for t in v] for k, v in times.items()}
+    print(f"\ndigits CNN (1293 images, batch 32), {args.rounds} rounds, median ms/epoch:")
+    for name in ("bare epoch", "fit"):
+        r, spread = ratio_spread(per_epoch, name, "bare epoch")
+        print(f"  {name:10s} {1e3 * median(per_epoch[name]):7.1f} ms/epoch  "
+              f"{r:5.2f}x bare (+-{spread:.2f})")
+    print(f"\nmachine after: {machine()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Datasets and batching: ``ArrayDataset`` and ``DataLoader``.
+
+For data that fits in device memory, :func:`minitorch.fit.fit` shuffles and batches on
+the device inside one compiled epoch and needs none of this; a ``DataLoader`` is for your
+own loops and for data fed from the host.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+
+class ArrayDataset:
+    """Equal-length arrays indexed together: ``dataset[i] -> (x[i], y[i], ...)``.
+
+    Args:
+      *arrays: NumPy or JAX arrays sharing their first axis (the examples).
+    """
+
+    def __init__(self, *arrays: Any):
+        if not arrays:
+            raise ValueError("ArrayDataset: expected at least one array, received none")
+        lengths = [len(a) for a in arrays]
+        if len(set(lengths)) != 1:
+            raise ValueError(f"ArrayDataset: expected arrays of equal length (first axis), "
+                             f"received lengths {lengths}")
+        if lengths[0] == 0:
+            raise ValueError("ArrayDataset: expected at least one example, received 0")
+        self.arrays = tuple(arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, index: Any) -> tuple:
+        return tuple(a[index] for a in self.arrays)
+
+
+class DataLoader:
+    """Iterate over a dataset in batches, as ``torch.utils.data.DataLoader``.
+
+    Args:
+      dataset: an ``ArrayDataset`` (or anything with ``len`` and array indexing that
+        returns a tuple of arrays).
+      batch_size: examples per batch, 1 <= batch_size <= len(dataset).
+      shuffle: a new order every epoch, drawn from ``seed`` and the epoch number, so that a
+        run (and a resumed run) is reproducible.
+      seed: the shuffling seed.
+      drop_last: drop the last batch when it is smaller than ``batch_size``.
+      prefetch: batches to prepare ahead in a background thread (0: none).
+      device_put: hand out JAX arrays on the default device (otherwise NumPy arrays), or a
+        ``jax.sharding.Sharding`` to place each batch with (e.g. split over a mesh).
+
+    Each ``iter(loader)`` is one epoch; ``set_epoch`` chooses the epoch (to resume).
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False, prefetch: int = 0, device_put: Any = True):
+        if len(dataset) == 0:
+            raise ValueError("DataLoader: the dataset is empty")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive int, received "
+                             f"{batch_size!r}")
+        if batch_size > len(dataset) and drop_last:
+            raise ValueError(f"DataLoader: batch_size {batch_size} is larger than the dataset "
+                             f"({len(dataset)} examples) and drop_last=True leaves no batch")
+        if prefetch < 0:
+            raise ValueError(f"DataLoader: prefetch must be >= 0, received {prefetch!r}")
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.drop_last, self.prefetch, self.device_put = drop_last, prefetch, device_put
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.dataset), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next ``iter`` yields epoch ``epoch``'s order."""
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The example order of epoch ``epoch``."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, epoch]).permutation(n)
+
+    def _batches(self, epoch: int) -> Iterator[tuple]:
+        order = self.order(epoch)
+        for start in range(0, len(order) - (self.batch_size - 1 if self.drop_last else 0),
+                           self.batch_size):
+            window = order[start:start + self.batch_size] if self.shuffle else \
+                slice(start, start + self.batch_size)
+            yield self._place(self.dataset[window])
+
+    def _place(self, batch: Sequence) -> tuple:
+        if self.device_put is False:
+            return tuple(np.asarray(a) for a in batch)
+        if self.device_put is True:
+            return tuple(jax.device_put(a) for a in batch)
+        return tuple(jax.device_put(a, self.device_put) for a in batch)
+
+    def __iter__(self) -> Iterator[tuple]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        batches = self._batches(epoch)
+        return _prefetched(batches, self.prefetch) if self.prefetch else batches
+
+
+def _prefetched(batches: Iterator[tuple], size: int) -> Iterator[tuple]:
+    """Produce ``batches`` in a daemon thread, ``size`` ahead; re-raise its errors here."""
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    def produce():
+        try:
+            for batch in batches:
+                buffer.put(batch)
+            buffer.put(done)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            buffer.put(err)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := buffer.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

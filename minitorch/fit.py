@@ -1,0 +1,226 @@
+"""``fit``: epochs of training with validation, history, progress bar and callbacks.
+
+When the training data fits in device memory (arrays, not a loader), a whole epoch is one
+compiled function: the data is shuffled on the device with a key and every batch runs
+inside one ``lax.scan``, so an epoch costs one dispatch and no host work per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from minitorch import train
+from minitorch.nn.core import Layer, Params, State
+
+History = dict[str, list[float]]
+Callback = Callable[[int, dict[str, float], dict[str, Any]], Any]
+
+
+def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle: bool = True,
+               drop_last: bool = False, on_step: Callable[[Any], None] | None = None,
+               step_every: int = 1, jit: bool = True) -> Callable:
+    """Compile one epoch of ``update`` over in-memory data.
+
+    Args:
+      update: ``update(params, state, opt_state, batch, key) -> (params, state, opt_state,
+        metrics)``, as :func:`minitorch.train.make_update` builds.
+      num_examples, batch_size: the data's size and the batch size.
+      shuffle: draw a new order on the device from the epoch's key.
+      drop_last: skip the last, smaller batch (otherwise it is one more step).
+      on_step: a host function called with the number of steps done, every ``step_every``
+        steps, from inside the compiled loop (through ``jax.debug.callback``).
+      jit: compile the epoch (params, state and optimiser state donated).
+
+    Returns:
+      ``epoch(params, state, opt_state, data, key, index) -> (params, state, opt_state,
+      metrics)`` where ``data`` is a pytree of arrays with ``num_examples`` rows, ``key`` the
+      run's key and ``index`` the epoch number (the epoch's key is ``fold_in(key, index)``,
+      so any epoch can be rerun alone), and ``metrics`` the example-weighted epoch means.
+    """
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(f"make_epoch: batch_size must be in [1, {num_examples}] (the number "
+                         f"of examples), received {batch_size}")
+    full, rest = divmod(num_examples, batch_size)
+    rest = 0 if drop_last else rest
+
+    def epoch(params, state, opt_state, data, key, index):
+        order_key, step_key = jax.random.split(jax.random.fold_in(key, index))
+        order = (jax.random.permutation(order_key, num_examples) if shuffle
+                 else jnp.arange(num_examples))
+        keys = jax.random.split(step_key, full + 1)
+
+        def body(carry, xs):
+            done, rows, step_key = xs  # done: steps finished before this one
+            batch = jax.tree.map(lambda a: a[rows], data)
+            *carry, metrics = update(*carry, batch, step_key)
+            if on_step is not None:
+                jax.lax.cond((done + 1) % step_every == 0,
+                             lambda: jax.debug.callback(on_step, done + 1), lambda: None)
+            return tuple(carry), metrics
+
+        rows = order[:full * batch_size].reshape(full, batch_size)
+        carry, metrics = jax.lax.scan(body, (params, state, opt_state),
+                                      (jnp.arange(full), rows, keys[:-1]))
+        totals = jax.tree.map(lambda m: m.sum() * batch_size, metrics)
+        if rest:
+            batch = jax.tree.map(lambda a: a[order[full * batch_size:]], data)
+            *carry, last = update(*carry, batch, keys[-1])
+            totals = jax.tree.map(lambda t, m: t + m * rest, totals, last)
+        seen = full * batch_size + rest
+        return (*carry, jax.tree.map(lambda t: t / seen, totals))
+
+    return jax.jit(epoch, donate_argnums=(0, 1, 2)) if jit else epoch
+
+
+def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
+        train_data: tuple, *, epochs: int, batch_size: int, val_data: tuple | None = None,
+        seed: int = 0, params: Params | None = None, state: State = None,
+        opt_state: Any = None, start_epoch: int = 0, history: History | None = None,
+        callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
+        drop_last: bool = False) -> tuple:
+    """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
+
+    Args:
+      net, loss, optimizer: as :func:`minitorch.train.make_step`.
+      train_data: ``(inputs, targets)`` arrays (NumPy or JAX) with examples on axis 0.
+      epochs: the epoch to stop at (exclusive); with ``start_epoch`` a run resumes.
+      batch_size: examples per step.
+      val_data: ``(inputs, targets)`` evaluated after every epoch (``val_`` metrics).
+      seed: fixes the initial params (when not given), the shuffling and dropout.
+      params, state, opt_state: start from these (to resume); initialised when None.
+      start_epoch: the first epoch to run; epoch ``e`` always draws the same key from
+        ``seed``, so a stop after ``k`` epochs and a resume gives the same params as no stop.
+      history: a history to extend (when resuming).
+      callbacks: functions ``callback(epoch, logs, context)`` called after every epoch with
+        that epoch's logs (``loss``, ``accuracy``, ``val_loss``, ..., ``time``) and a context
+        dict holding ``params``, ``state``, ``opt_state`` and ``history``; a callback that
+        returns True stops training (see :class:`EarlyStopping`).
+      progress: show a tqdm progress bar that advances inside the compiled epoch.
+      shuffle, drop_last: as a ``DataLoader``'s.
+
+    Returns:
+      ``(params, opt_state, history)``, or for a net with stateful layers
+      ``(params, state, opt_state, history)``. ``history`` maps each metric to a list with
+      one value per epoch run, plus ``"epoch"`` and ``"time"`` (seconds per epoch).
+    """
+    x, y = train_data
+    num_examples = len(x)
+    if len(y) != num_examples:
+        raise ValueError(f"fit: train_data inputs and targets must have the same length, "
+                         f"received {num_examples} and {len(y)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or \
+            not 1 <= batch_size <= num_examples:
+        raise ValueError(f"fit: batch_size must be an int in [1, {num_examples}] (the number "
+                         f"of training examples), received {batch_size!r}")
+    init_key, epoch_root = jax.random.split(jax.random.key(seed))
+    if params is None:
+        params = net.init(init_key)
+    if state is None and net.stateful:
+        state = net.init_state()
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    history = {k: list(v) for k, v in (history or {}).items()}
+
+    steps = num_examples // batch_size + (0 if drop_last or num_examples % batch_size == 0 else 1)
+    bar = _progress_bar(progress, total=(epochs - start_epoch) * steps)
+    on_step, every, bar_start = _bar_callback(bar, steps)
+    epoch_fn = make_epoch(train.make_update(net, loss, optimizer), num_examples, batch_size,
+                          shuffle=shuffle, drop_last=drop_last, on_step=on_step, step_every=every)
+    data = (jnp.asarray(x), jnp.asarray(y))
+    try:
+        for epoch in range(start_epoch, epochs):
+            start = time.perf_counter()
+            bar_start["n"] = bar.n if bar is not None else 0
+            params, state, opt_state, metrics = epoch_fn(params, state, opt_state, data,
+                                                         epoch_root, epoch)
+            logs = {name: float(value) for name, value in jax.device_get(metrics).items()}
+            if val_data is not None:
+                val = train.evaluate(net, loss, params, val_data, state=state)
+                logs.update({f"val_{name}": value for name, value in val.items()})
+            logs["time"] = time.perf_counter() - start
+            _record(history, epoch, logs)
+            if bar is not None:
+                bar.update(bar_start["n"] + steps - bar.n)  # callbacks are coarser
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time"},
+                                refresh=False)
+            context = {"params": params, "state": state, "opt_state": opt_state,
+                       "history": history}
+            if any([bool(callback(epoch, logs, context)) for callback in callbacks]):
+                params, state, opt_state = context["params"], context["state"], context["opt_state"]
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return (params, state, opt_state, history) if net.stateful else (params, opt_state, history)
+
+
+def _record(history: History, epoch: int, logs: dict[str, float]) -> None:
+    history.setdefault("epoch", []).append(epoch)
+    for name, value in logs.items():
+        history.setdefault(name, []).append(value)
+
+
+def _progress_bar(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is an optional extra: no bar rather than no training
+        return None
+    return tqdm(total=total, unit="step", leave=True)
+
+
+def _bar_callback(bar: Any, steps: int) -> tuple[Callable | None, int, dict]:
+    """A host callback that moves ``bar`` to ``start["n"] + steps done`` from inside the
+    compiled epoch, about 10 times per epoch; none for epochs of under 20 steps, where a
+    callback would cost more than the steps and the bar moves once per epoch instead."""
+    start = {"n": 0}
+    if bar is None or steps < 20:
+        return None, 1, start
+
+    def on_step(done: Any) -> None:
+        bar.update(max(start["n"] + int(done) - bar.n, 0))
+
+    return on_step, max(steps // 10, 1), start
+
+
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best``, the params, state and optimiser state of the best epoch are put
+    back into the context, so ``fit`` returns them.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, *, mode: str = "min",
+                 min_delta: float = 0.0, restore_best: bool = True):
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', received {mode!r}")
+        self.monitor, self.patience, self.mode = monitor, patience, mode
+        self.min_delta, self.restore_best = min_delta, restore_best
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self._best_context: dict | None = None
+
+    def __call__(self, epoch: int, logs: dict[str, float], context: dict[str, Any]) -> bool:
+        if self.monitor not in logs:
+            raise KeyError(f"EarlyStopping: monitored metric {self.monitor!r} is not in the "
+                           f"logs {sorted(logs)}")
+        value = logs[self.monitor]
+        sign = 1.0 if self.mode == "min" else -1.0
+        if self.best is None or sign * (self.best - value) > self.min_delta:
+            self.best, self.best_epoch = value, epoch
+            if self.restore_best:  # copies: the next epoch donates the live buffers
+                self._best_context = {k: jax.tree.map(jnp.copy, context[k])
+                                      for k in ("params", "state", "opt_state")}
+            return False
+        if epoch - self.best_epoch >= self.patience:
+            if self._best_context is not None:
+                context.update(self._best_context)
+            return True
+        return False

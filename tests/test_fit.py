@@ -1,0 +1,123 @@
+import contextlib
+import io
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from minitorch import losses, nn, optim, train
+from minitorch.fit import EarlyStopping, fit, make_epoch
+
+LOSS = losses.softmax_cross_entropy
+
+
+def mlp(dropout=0.0):
+    return nn.Net([nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3)])
+
+
+def data(n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    return x, (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1)
+
+
+def test_compiled_epoch_equals_a_loop_of_steps_over_the_same_order():
+    net, opt = mlp(0.2), optim.sgd(0.05, momentum=0.9)
+    x, y = data(50)
+    update = train.make_update(net, LOSS, opt)
+    epoch = make_epoch(update, 50, 16)  # 3 full batches and a last one of 2
+    params = net.init(jax.random.key(0))
+    key = jax.random.key(7)
+    # the order and step keys the epoch draws, reproduced by hand
+    order_key, step_key = jax.random.split(jax.random.fold_in(key, 3))
+    order = np.asarray(jax.random.permutation(order_key, 50))
+    keys = jax.random.split(step_key, 4)
+    p, o = jax.tree.map(jnp.copy, params), opt.init(params)
+    losses_seen = []
+    for i, start in enumerate(range(0, 50, 16)):
+        rows = order[start:start + 16]
+        p, _, o, m = jax.jit(update)(p, None, o, (x[rows], y[rows]), keys[i])
+        losses_seen.append(float(m["loss"]) * len(rows))
+    got, _, _, metrics = epoch(params, None, opt.init(params), (x, y), key, 3)
+    chex.assert_trees_all_close(got, p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["loss"], sum(losses_seen) / 50, rtol=1e-5)
+
+
+def run_fit(epochs, **kwargs):
+    with contextlib.redirect_stderr(io.StringIO()):
+        return fit(mlp(0.1), LOSS, optim.sgd(0.05, momentum=0.9), data(), epochs=epochs,
+                   batch_size=16, seed=3, **kwargs)
+
+
+def test_history_has_one_entry_per_epoch_and_training_learns():
+    params, opt_state, history = run_fit(8, val_data=data(40, seed=1))
+    assert history["epoch"] == list(range(8))
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy", "time"):
+        assert len(history[name]) == 8
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["accuracy"][-1] > 0.8
+
+
+def test_same_seed_same_params_bit_for_bit():
+    a, b = run_fit(4, progress=False), run_fit(4, progress=False)
+    chex.assert_trees_all_equal(a[0], b[0])
+
+
+def test_resume_after_k_epochs_equals_an_uninterrupted_run():
+    full_params, _, full_history = run_fit(6)
+    params, opt_state, history = run_fit(3)
+    params, opt_state, history = run_fit(6, params=params, opt_state=opt_state, start_epoch=3,
+                                         history=history)
+    chex.assert_trees_all_equal(params, full_params)
+    assert history["epoch"] == list(range(6))
+    np.testing.assert_array_equal(history["loss"], full_history["loss"])
+
+
+def test_stateful_net_returns_state():
+    net = nn.Net([nn.Linear(4, 8), nn.BatchNorm(8), nn.ReLU(), nn.Linear(8, 3)])
+    params, state, opt_state, history = fit(net, LOSS, optim.sgd(0.05), data(), epochs=2,
+                                            batch_size=16, progress=False,
+                                            val_data=data(20, seed=2))
+    assert not np.allclose(state[1]["mean"], 0)  # running statistics moved
+    assert len(history["val_loss"]) == 2
+
+
+def test_early_stopping_stops_and_restores_the_best_params():
+    calls = []
+
+    def record(epoch, logs, context):
+        calls.append((epoch, logs["loss"], jax.tree.map(jnp.copy, context["params"])))
+
+    stopper = EarlyStopping("loss", patience=2, mode="max")  # loss never rises: stop early
+    params, _, history = run_fit(20, callbacks=[record, stopper])
+    assert len(history["epoch"]) == 3
+    assert stopper.best_epoch == 0
+    chex.assert_trees_all_equal(params, calls[0][2])
+
+
+def test_a_callback_returning_true_stops():
+    _, _, history = run_fit(10, callbacks=[lambda epoch, logs, ctx: epoch == 1])
+    assert history["epoch"] == [0, 1]
+
+
+def test_progress_bar_reaches_the_total():
+    pytest.importorskip("tqdm")
+    err = io.StringIO()
+    x, y = data(640)
+    with contextlib.redirect_stderr(err):
+        fit(mlp(), LOSS, optim.sgd(0.05), (x, y), epochs=2, batch_size=16)  # 40 steps/epoch
+    assert "80/80" in err.getvalue()
+
+
+@pytest.mark.parametrize("batch_size", [0, 101, 2.5])
+def test_bad_batch_size(batch_size):
+    with pytest.raises(ValueError, match=r"fit: batch_size must be an int in \[1, 100\]"):
+        fit(mlp(), LOSS, optim.sgd(0.1), data(), epochs=1, batch_size=batch_size)
+
+
+def test_mismatched_lengths():
+    x, y = data()
+    with pytest.raises(ValueError, match="same length, received 100 and 99"):
+        fit(mlp(), LOSS, optim.sgd(0.1), (x, y[:-1]), epochs=1, batch_size=10)
