@@ -100,3 +100,46 @@ def test_pmap_and_sharded_jit_match_one_device(name):
         np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-5)
     # and training moved the params: the agreement is not the trivial one
     assert not np.allclose(jax.tree.leaves(single)[0], jax.tree.leaves(params0)[0])
+
+
+def test_library_steps_with_batchnorm_agree_on_one_device_pmap_and_mesh():
+    from minitorch import parallel, train
+
+    def net(axis_name=None):
+        return nn.Net([nn.Conv2D(1, 4, 3, padding=1), nn.BatchNorm(4, axis_name=axis_name),
+                       nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(), nn.Linear(64, 4)])
+
+    opt = optim.sgd(0.1, momentum=0.9)
+    rng = np.random.default_rng(1)
+    batches = [(rng.normal(size=(32, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, 32))
+               for _ in range(STEPS)]
+    params0, state0 = net().init(jax.random.key(0)), net().init_state()
+
+    step = train.make_step(net(), losses.softmax_cross_entropy, opt, donate=False)
+    single = (params0, state0, opt.init(params0))
+    for batch in batches:
+        *single, metrics = step(*single, batch, None)
+
+    pstep = jax.pmap(train.make_step(net("batch"), losses.softmax_cross_entropy, opt,
+                                     axis_name="batch", jit=False), axis_name="batch")
+    replicated = parallel.replicate((params0, state0, opt.init(params0)))
+    for batch in batches:
+        *replicated, pmetrics = pstep(*replicated, parallel.split(batch), None)
+    np.testing.assert_allclose(pmetrics["loss"], np.full(DEVICES, metrics["loss"]), rtol=1e-5)
+
+    mesh = parallel.data_mesh()
+    sharded = parallel.replicate_on(mesh, (params0, state0, opt.init(params0)))
+    for batch in batches:
+        *sharded, smetrics = step(*sharded, parallel.shard_batch(mesh, batch), None)
+    np.testing.assert_allclose(smetrics["loss"], metrics["loss"], rtol=1e-5)
+
+    for name, tree in (("pmap", parallel.unreplicate(replicated)), ("mesh", sharded)):
+        for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(tree)):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_split_needs_a_divisible_batch():
+    from minitorch import parallel
+
+    with pytest.raises(ValueError, match=r"split: the batch axis \(10\) must be divisible"):
+        parallel.split(jnp.ones((10, 2)), 8)
