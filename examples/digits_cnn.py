@@ -18,11 +18,11 @@ from minitorch.fit import fit
 BAR = 0.98
 
 
-def digits_cnn() -> nn.Net:
+def digits_cnn(dropout: float = 0.25) -> nn.Net:
     return nn.Net([
         nn.Conv2D(1, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2D(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2),   # (N, 32, 4, 4)
-        nn.Flatten(), nn.Dropout(0.25),
+        nn.Flatten(), nn.Dropout(dropout),
         nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
         nn.Linear(64, 10),
     ])

@@ -14,6 +14,9 @@ CASES = [
     ("xor.py", "XOR: 4/4 points right"),
     ("majority.py", "majority of 5 bits: 32/32 inputs right (100.00%)"),
     ("iris.py", "test accuracy"),
+    ("digits_cnn.py", "digits CNN: test accuracy"),
+    ("data_parallel.py", "data parallel: test accuracy"),
+    ("multihost.py", "params identical on all: yes"),
 ]
 
 
