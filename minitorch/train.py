@@ -55,14 +55,15 @@ def _forward(net: Layer, params: Params, state: State, x: Array, key: PRNGKey | 
     return net.apply(params, x, key=key, train=train), state
 
 
-def supervised_objective(net: Layer, loss: Loss) -> Callable:
+def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True) -> Callable:
     """``(params, state, (x, y), key) -> (loss, (metrics, state))`` for ``loss(net(x), y)``."""
 
     def objective(params, state, batch, key):
         x, y = batch
         outputs, state = _forward(net, params, state, x, key, train=True)
         value = loss(outputs, y)
-        return value, ({"loss": value, **classification_metrics(outputs, y)}, state)
+        extra = classification_metrics(outputs, y) if accuracy else {}
+        return value, ({"loss": value, **extra}, state)
 
     return objective
 
@@ -78,7 +79,7 @@ def _custom_objective(objective: Objective) -> Callable:
 
 def make_step(net: Layer | None, loss: Loss | Objective,
               optimizer: optax.GradientTransformation, *, axis_name: Any = None,
-              jit: bool = True, donate: bool = True) -> Callable:
+              jit: bool = True, donate: bool = True, accuracy: bool = True) -> Callable:
     """Build a training step.
 
     Args:
@@ -92,6 +93,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
       jit: return the step ``jax.jit``-compiled.
       donate: with ``jit``, donate the params, state and optimiser state buffers to the
         update (the arrays passed in must not be used afterwards).
+      accuracy: add ``"accuracy"`` to the metrics when the targets are class ids. It costs
+        an argmax per step: about a fifth of a 4-16-3 MLP's step, nothing on larger nets.
 
     Returns:
       ``step(params, opt_state, batch, key) -> (params, opt_state, metrics)``, or for a net
@@ -99,7 +102,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
       (params, state, opt_state, metrics)``. ``key`` feeds dropout; it may be None for nets
       without stochastic layers.
     """
-    update = make_update(net, loss, optimizer, axis_name=axis_name)
+    update = make_update(net, loss, optimizer, axis_name=axis_name, accuracy=accuracy)
     stateful = net is not None and net.stateful
     if stateful:
         step = update
@@ -115,7 +118,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
 
 
 def make_update(net: Layer | None, loss: Loss | Objective,
-                optimizer: optax.GradientTransformation, *, axis_name: Any = None) -> Callable:
+                optimizer: optax.GradientTransformation, *, axis_name: Any = None,
+                accuracy: bool = True) -> Callable:
     """The uncompiled step with the uniform signature every loop here builds on:
     ``update(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``
     (``state`` is None for a net without stateful layers)."""
@@ -125,7 +129,7 @@ def make_update(net: Layer | None, loss: Loss | Objective,
         if not isinstance(net, Layer):
             raise TypeError(f"make_step: net must be a minitorch layer or None, received "
                             f"{type(net).__name__}")
-        objective = supervised_objective(net, loss)
+        objective = supervised_objective(net, loss, accuracy=accuracy)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def update(params, state, opt_state, batch, key):

@@ -117,3 +117,10 @@ def test_matches_torch_when_installed(config):
         got = run(optim.sgd(config["lr"], **kwargs), {"W": jnp.asarray(w0)},
                   [{"W": jnp.asarray(g)} for g in grads])
         np.testing.assert_allclose(got["W"], weight.detach().numpy(), rtol=1e-12)
+
+
+def test_weight_decay_needs_params():
+    opt = optim.sgd(0.1, weight_decay=0.1)
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="sgd: update needs params when weight_decay > 0"):
+        opt.update(params, opt.init(params))
