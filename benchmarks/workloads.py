@@ -45,8 +45,8 @@ class Workload:
 
 
 WORKLOADS = {
-    "tiny": Workload("tiny", 16, (4,), 3, (16,), calls=400),
-    "small": Workload("small", 128, (64,), 10, (256, 256), calls=200),
+    "tiny": Workload("tiny", 16, (4,), 3, (16,), calls=2000),
+    "small": Workload("small", 128, (64,), 10, (256, 256), calls=300),
     "large": Workload("large", 512, (784,), 10, (2048, 2048), calls=4),
     "cnn": Workload("cnn", 128, (1, 28, 28), 10, calls=3),
 }
