@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from minitorch import train
+from minitorch.checkpoint import CheckpointManager
 from minitorch.nn.core import Layer, Params, State
 
 History = dict[str, list[float]]
@@ -83,7 +84,7 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         seed: int = 0, params: Params | None = None, state: State = None,
         opt_state: Any = None, start_epoch: int = 0, history: History | None = None,
         callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
-        drop_last: bool = False) -> tuple:
+        drop_last: bool = False, checkpoint: CheckpointManager | None = None) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -103,6 +104,10 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         returns True stops training (see :class:`EarlyStopping`).
       progress: show a tqdm progress bar that advances inside the compiled epoch.
       shuffle, drop_last: as a ``DataLoader``'s.
+      checkpoint: a :class:`~minitorch.checkpoint.CheckpointManager`. ``fit`` saves params,
+        optimiser state, net state and history after every epoch, and when the manager
+        already holds a checkpoint of this run, resumes from the latest complete one (the
+        result equals an uninterrupted run to the bit).
 
     Returns:
       ``(params, opt_state, history)``, or for a net with stateful layers
@@ -126,6 +131,11 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     if opt_state is None:
         opt_state = optimizer.init(params)
     history = {k: list(v) for k, v in (history or {}).items()}
+    if checkpoint is not None and (found := checkpoint.restore_latest(
+            {"params": params, "state": state, "opt_state": opt_state})) is not None:
+        _, (tree, meta) = found
+        params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
+        history, start_epoch = meta["history"], meta["epoch"] + 1
 
     steps = num_examples // batch_size + (0 if drop_last or num_examples % batch_size == 0 else 1)
     bar = _progress_bar(progress, total=(epochs - start_epoch) * steps)
@@ -149,6 +159,10 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
                 bar.update(bar_start["n"] + steps - bar.n)  # callbacks are coarser
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time"},
                                 refresh=False)
+            if checkpoint is not None:
+                checkpoint.save(epoch, {"params": params, "state": state,
+                                        "opt_state": opt_state},
+                                {"epoch": epoch, "history": history, "seed": seed})
             context = {"params": params, "state": state, "opt_state": opt_state,
                        "history": history}
             if any([bool(callback(epoch, logs, context)) for callback in callbacks]):
