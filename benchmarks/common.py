@@ -15,7 +15,10 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, rounds: int = 15
                 repeats: int = 1) -> dict[str, list[float]]:
     """Time each candidate once per round, round after round, so that a change in the
     machine's load hits all of them alike. Each timing is seconds per call (the mean over
-    ``repeats`` calls, blocked until the results are ready)."""
+    ``repeats`` calls, blocked until the results are ready). Every candidate runs once
+    untimed first, so that no round pays for compilation."""
+    for run in candidates.values():
+        jax.block_until_ready(run())
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, run in candidates.items():

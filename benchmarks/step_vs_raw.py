@@ -54,7 +54,6 @@ def looped(w, step, params, opt_state, call):
         carry["params"], carry["opt"] = p, o
         return p
 
-    run()  # compile outside the timed rounds
     return run
 
 
