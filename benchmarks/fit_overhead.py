@@ -6,6 +6,9 @@
      shuffling (the dispatch floor);
    - fit: `minitorch.fit.fit` (whole epoch compiled: on-device shuffle, lax.scan), with its
      history and progress bar;
+   - bare epoch: the compiled epoch `fit` uses (on-device shuffle, lax.scan), in a loop;
+   - pre-sliced loop: one jit'd call shuffles and slices the epoch's batches on the device,
+     then one dispatch per step (the alternative to scanning);
    - host loop: shuffle on the host each epoch and index the device arrays on the host
      each step, feeding the same jit'd step (what a first training loop usually looks like).
 2. The digits CNN of examples/digits_cnn.py: time per epoch of `fit` (progress bar,
@@ -95,6 +98,22 @@ def iris_candidates():
         state["params"], state["opt"] = p, o
         return p
 
+    @jax.jit
+    def shuffle_and_slice(data, key):
+        order = jax.random.permutation(key, n)
+        return [jax.tree.map(lambda a, i=i: a[order[i:i + batch]], data)
+                for i in range(0, n, batch)]
+
+    def presliced_loop():
+        # the alternative to scanning: one dispatch shuffles and slices the epoch's batches
+        # on the device, then one dispatch per step
+        p, o = state["params"], state["opt"]
+        for e in range(EPOCHS):
+            for b in shuffle_and_slice((xd, yd), jax.random.key(e)):
+                p, o, _ = step(p, o, b, None)
+        state["params"], state["opt"] = p, o
+        return p
+
     def host_loop():
         p, o = state["params"], state["opt"]
         order_rng = np.random.default_rng(1)
@@ -110,7 +129,8 @@ def iris_candidates():
     fit_state = {}
     return ({"floor": floor, "bare epoch": bare_epochs(epoch, state, (xd, yd), EPOCHS),
              "fit": fit_runner(net, opt, (x, y), FIT_EPOCHS, batch, fit_state),
-             "host loop": host_loop}, steps_per_epoch, fit_state)
+             "pre-sliced loop": presliced_loop, "host loop": host_loop}, steps_per_epoch,
+            fit_state)
 
 
 def digits_candidates():
@@ -148,7 +168,7 @@ def main() -> None:
     per_step = {k: [t / (EPOCHS * steps) for t in v] for k, v in times.items()}
     print(f"\nIris-sized (120 x 4, batch 16, {steps} steps/epoch), {args.rounds} rounds, "
           f"median us/step:")
-    for name in ("floor", "bare epoch", "fit", "host loop"):
+    for name in ("floor", "bare epoch", "pre-sliced loop", "fit", "host loop"):
         r, spread = ratio_spread(per_step, name, "floor")
         print(f"  {name:10s} {1e6 * median(per_step[name]):7.1f} us/step   "
               f"{r:5.2f}x floor (+-{spread:.2f})")
