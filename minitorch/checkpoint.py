@@ -166,6 +166,14 @@ class CheckpointManager:
                       if (m := self.PATTERN.match(p.name)))
 
     def save(self, step: int, tree: Any, metadata: dict | None = None) -> Path:
+        """Save checkpoint ``step`` and delete all but the newest ``keep``.
+
+        One writer per directory: temporary files left by a writer that was killed
+        mid-write are removed here.
+        """
+        if self.directory.is_dir():
+            for stale in self.directory.glob(".ckpt_*.npz.*.tmp"):
+                stale.unlink(missing_ok=True)
         path = save(self.path(step), tree, {"step": step, **(metadata or {})})
         for old in self.steps()[:-self.keep]:
             self.path(old).unlink(missing_ok=True)

@@ -4,10 +4,14 @@ expected and received."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from minitorch import losses, nn, optim
+from minitorch import checkpoint, losses, nn, optim, parallel, train
+from minitorch.checkpoint import CheckpointError
+from minitorch.data import ArrayDataset, DataLoader
 from minitorch.errors import DTypeError, KeyArgError, ParamsError, ShapeError
+from minitorch.fit import EarlyStopping, fit
 
 KEY = jax.random.key(0)
 
@@ -135,6 +139,95 @@ CASES = {
 }
 
 
+def step_on(batch, **kwargs):
+    net, opt = mlp(), optim.sgd(0.1)
+    params = net.init(KEY)
+    return train.make_step(net, losses.softmax_cross_entropy, opt, **kwargs)(
+        params, opt.init(params), batch, None)
+
+
+X, Y = jnp.ones((4, 4)), jnp.array([0, 1, 2, 0])
+
+
+def garbage_checkpoint(tmp_path):
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(b"not a checkpoint")
+    return checkpoint.load(path, {"W": jnp.ones(2)})
+
+
+def mismatched_checkpoint(tmp_path):
+    path = checkpoint.save(tmp_path / "c.npz", mlp().init(KEY))
+    return checkpoint.load(path, nn.Net([nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)]).init(KEY))
+
+
+CASES.update({
+    # --- training steps -------------------------------------------------------------------
+    "batch not a pair": (lambda: step_on(X), TypeError,
+                         r"make_step: expected batch as a pair \(inputs, targets\), received "
+                         r"an array of shape \(4, 4\)"),
+    "labels of the wrong length in a step": (lambda: step_on((X, Y[:3])), ShapeError,
+                                             r"softmax_cross_entropy: expected integer labels "
+                                             r"of shape \(4,\)"),
+    "float labels in a step": (lambda: step_on((X, Y.astype(jnp.float32))), ShapeError,
+                               "integer class ids need an integer dtype"),
+    "NaN inputs, checked step": (lambda: step_on((X.at[1, 2].set(jnp.nan), Y), checked=True),
+                                 ValueError, "checked step: the inputs hold 1 NaN or inf"),
+    "inf inputs, checked step": (lambda: step_on((X.at[0].set(jnp.inf), Y), checked=True),
+                                 ValueError, "checked step: the inputs hold 4 NaN or inf"),
+    "class id out of range, checked step": (
+        lambda: step_on((X, jnp.array([0, 3, 1, -2])), checked=True), ValueError,
+        r"checked step: 2 labels are class ids outside \[0, 3\)"),
+    "a function as the net": (lambda: train.make_step(jnp.tanh, losses.mse, optim.sgd(0.1)),
+                              TypeError, "make_step: net must be a minitorch layer or None"),
+    "checked step under pmap": (lambda: train.make_step(mlp(), losses.mse, optim.sgd(0.1),
+                                                        axis_name="b", jit=False, checked=True),
+                                ValueError, "checked=True works with jit=True"),
+    "pmap batch not divisible": (lambda: parallel.split(jnp.ones((10, 2)), 4), ValueError,
+                                 r"split: the batch axis \(10\) must be divisible"),
+    # --- data and fit ---------------------------------------------------------------------
+    "empty dataset": (lambda: ArrayDataset(np.zeros((0, 3))), ValueError,
+                      "ArrayDataset: expected at least one example, received 0"),
+    "dataset arrays of different lengths": (lambda: ArrayDataset(np.zeros(3), np.zeros(4)),
+                                            ValueError, r"received lengths \[3, 4\]"),
+    "loader batch size 0": (lambda: DataLoader(ArrayDataset(np.zeros(5)), 0), ValueError,
+                            "DataLoader: batch_size must be a positive int, received 0"),
+    "loader batch larger than the data": (
+        lambda: DataLoader(ArrayDataset(np.zeros(5)), 8, drop_last=True), ValueError,
+        r"DataLoader: batch_size 8 is larger than the dataset \(5 examples\)"),
+    "fit batch size 0": (lambda: fit(mlp(), losses.softmax_cross_entropy, optim.sgd(0.1),
+                                     (X, Y), epochs=1, batch_size=0), ValueError,
+                         r"fit: batch_size must be an int in \[1, 4\]"),
+    "fit batch larger than the data": (lambda: fit(mlp(), losses.softmax_cross_entropy,
+                                                   optim.sgd(0.1), (X, Y), epochs=1,
+                                                   batch_size=5), ValueError,
+                                       r"fit: batch_size must be an int in \[1, 4\]"),
+    "fit inputs and targets of different lengths": (
+        lambda: fit(mlp(), losses.softmax_cross_entropy, optim.sgd(0.1), (X, Y[:3]),
+                    epochs=1, batch_size=2), ValueError, "same length, received 4 and 3"),
+    "early stopping on an unknown metric": (
+        lambda: EarlyStopping("val_acc")(0, {"loss": 1.0}, {}), KeyError,
+        "EarlyStopping: monitored metric 'val_acc' is not in the logs"),
+    "early stopping bad mode": (lambda: EarlyStopping(mode="lowest"), ValueError,
+                                "EarlyStopping: mode must be 'min' or 'max'"),
+})
+
+# checkpoint cases need a temporary directory
+FILE_CASES = {
+    "garbage checkpoint": (garbage_checkpoint, CheckpointError,
+                           r"garbage\.npz: unreadable or incomplete checkpoint"),
+    "checkpoint of another net": (mismatched_checkpoint, CheckpointError,
+                                  r"\[0\]\['W'\] expected float32\[4, 6\], found "
+                                  r"float32\[4, 8\]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILE_CASES))
+def test_file_mistake_is_explained(name, tmp_path):
+    action, error, message = FILE_CASES[name]
+    with pytest.raises(error, match=message):
+        action(tmp_path)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_mistake_is_explained(name):
     action, error, message = CASES[name]
@@ -143,4 +236,13 @@ def test_mistake_is_explained(name):
 
 
 def test_catalogue_is_large():
-    assert len(CASES) >= 40
+    assert len(CASES) + len(FILE_CASES) >= 40
+
+
+def test_documented_value_behaviours_without_checks():
+    """What jit cannot check, unchecked: NaN marks the bad value instead of a wrong number."""
+    assert np.isnan(losses.softmax_cross_entropy(jnp.zeros((1, 3)), jnp.array([3])))
+    emb = nn.Embedding(3, 2)
+    assert np.isnan(emb.apply(emb.init(KEY), jnp.array([5]))).all()
+    _, _, metrics = step_on((X.at[0, 0].set(jnp.nan), Y))
+    assert np.isnan(metrics["loss"])

@@ -20,13 +20,25 @@ CASES = [
 ]
 
 
+def run(script, **env_vars):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it
+    return subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True,
+                          text=True, timeout=600, env={**env, **env_vars})
+
+
 @pytest.mark.parametrize("script, expected", CASES)
 def test_example_reaches_its_bar(script, expected):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it
-    result = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True,
-                            text=True, timeout=600, env=env)
+    result = run(script)
     assert result.returncode == 0, result.stdout + result.stderr
     assert expected in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("script", ["xor.py", "majority.py", "iris.py", "digits_cnn.py"])
+def test_training_is_nan_clean(script):
+    """With jax_debug_nans every compiled call is checked: no NaN appears anywhere."""
+    result = run(script, JAX_DEBUG_NANS="True")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FloatingPointError" not in result.stderr
 
 
 def test_every_example_is_tested():
