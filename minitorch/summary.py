@@ -1,0 +1,117 @@
+"""``summary``: a table of a net's layers, output shapes and parameter counts.
+
+Computed with ``jax.eval_shape``: no parameter is initialised and no FLOP is spent, so a
+summary of a large net is instant. A shape mismatch found on the way is reported as the
+core reports it (the layer's index path and type, expected and received shapes).
+
+Example::
+
+    >>> print(summary(net, (1, 8, 8)))
+    index  layer      output shape  params   bytes
+    ----------------------------------------------
+    0      Conv2D     (N, 8, 8, 8)      80     320
+    1      BatchNorm  (N, 8, 8, 8)      16      64
+    ...
+    5.0    Linear     (N, 32)        4,128  16,512
+    ----------------------------------------------
+    total: 4,554 params, 18,216 bytes (0.02 MiB); input (N, 1, 8, 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from minitorch.errors import LayerError
+from minitorch.nn.core import Layer, Net
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One layer: its index path (``"3"``, or ``"1.0"`` inside a nested net), type name,
+    output shape (batch axis first), parameter count and parameter bytes."""
+
+    index: str
+    layer: str
+    output_shape: tuple[int, ...]
+    params: int
+    bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The rows of :func:`summary` and their totals; ``str()`` gives the printable table."""
+
+    rows: tuple[Row, ...]
+    input_shape: tuple[int, ...]
+    batch_size: int
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r.bytes for r in self.rows)
+
+    def __str__(self) -> str:
+        def shape(s: tuple[int, ...]) -> str:
+            return "(" + ", ".join(["N", *map(str, s[1:])]) + ("," if len(s) == 1 else "") + ")"
+
+        header = ("index", "layer", "output shape", "params", "bytes")
+        body = [(r.index, r.layer, shape(r.output_shape), f"{r.params:,}", f"{r.bytes:,}")
+                for r in self.rows]
+        widths = [max(len(str(c)) for c in column) for column in zip(header, *body)]
+        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(cells, widths)))
+                 for cells in (header, *body)]
+        rule = "-" * len(lines[0])
+        total = (f"total: {self.total_params:,} params, {self.total_bytes:,} bytes "
+                 f"({self.total_bytes / 2**20:.2f} MiB); input {shape((0, *self.input_shape))}")
+        return "\n".join([lines[0], rule, *lines[1:], rule, total])
+
+
+def summary(net: Layer, input_shape: tuple[int, ...], *, dtype: Any = jnp.float32,
+            batch_size: int = 1) -> Summary:
+    """Summarise ``net`` for inputs of shape ``(batch_size, *input_shape)``.
+
+    Args:
+      net: a layer or a ``Net`` (nested nets are expanded, their rows indexed ``"i.j"``).
+      input_shape: one example's shape, without the batch axis.
+      dtype: the input dtype (integer for ``Embedding`` nets).
+      batch_size: the batch size used to trace (output shapes show it as ``N``).
+
+    Returns:
+      A :class:`Summary`: ``rows`` (index, layer, output shape, params, bytes) and totals.
+    """
+    x = jax.ShapeDtypeStruct((batch_size, *tuple(input_shape)), jnp.dtype(dtype))
+    rows: list[Row] = []
+    _walk(net, x, "", rows)
+    return Summary(tuple(rows), tuple(input_shape), batch_size)
+
+
+def _walk(layer: Layer, x: Any, prefix: str, rows: list[Row]) -> Any:
+    if isinstance(layer, Net):
+        for i, inner in enumerate(layer.layers):
+            try:
+                x = _walk(inner, x, f"{prefix}{i}.", rows)
+            except LayerError as err:
+                raise err.at(i, inner).with_traceback(err.__traceback__) from None
+        return x
+    params, state = layer.param_spec, layer.state_spec
+
+    def apply(p, s, v):
+        if layer.stateful:
+            return layer.apply(p, v, state=s)[0]
+        return layer.apply(p, v)
+
+    out = jax.eval_shape(apply, params, state, x)
+    leaves = jax.tree.leaves(params)
+    rows.append(Row(prefix.rstrip(".") or "0", type(layer).__name__, tuple(out.shape),
+                    sum(math.prod(p.shape) for p in leaves),
+                    sum(math.prod(p.shape) * p.dtype.itemsize for p in leaves)))
+    return out
