@@ -209,21 +209,36 @@ class Net(Layer):
 
         Returns ``y``; for a net with stateful layers, which needs ``state=``, ``(y, new_state)``.
         """
+        y, new_states, _ = self._run(params, x, key=key, train=train, state=state)
+        return (y, new_states) if self.stateful else y
+
+    def _run(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+             train: bool = False, state: State = None,
+             capture: bool = False) -> tuple[Array, list[State], list[Any]]:
+        """``apply``'s loop: the output, the new states, and with ``capture`` every layer's
+        output (a nested net's as a list of its layers' outputs)."""
         self._check_params(params)
         states = self._check_state(state)
         if key is not None:
             check_key(self, key)
         keys = split_key(key, len(self.layers))
-        new_states = []
+        new_states, outputs = [], []
         for i, (layer, layer_params, layer_key) in enumerate(zip(self.layers, params, keys)):
-            if layer.stateful:
+            layer_state = states[i] if states else ({} if not layer.stateful else None)
+            if isinstance(layer, Net) and capture:
+                x, layer_state, inner = self._at(i, layer._run, layer_params, x, key=layer_key,
+                                                 train=train, state=states[i] if states
+                                                 and layer.stateful else None, capture=True)
+                outputs.append(inner)
+            elif layer.stateful:
                 x, layer_state = self._at(i, layer.apply, layer_params, x, key=layer_key,
-                                          train=train, state=states[i])
+                                          train=train, state=layer_state)
+                outputs.append(x)
             else:
                 x = self._at(i, layer.apply, layer_params, x, key=layer_key, train=train)
-                layer_state = states[i] if states else {}
+                outputs.append(x)
             new_states.append(layer_state)
-        return (x, new_states) if self.stateful else x
+        return x, new_states, outputs
 
     def _check_state(self, state: State) -> list[State] | None:
         if not self.stateful:

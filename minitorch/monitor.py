@@ -1,0 +1,90 @@
+"""Telemetry: pure, jit-able statistics of params, gradients, updates and activations.
+
+Every function takes pytrees and returns a flat dict keyed by where the numbers come from:
+``"3"`` is the net's layer 3 (``"5.0"`` layer 0 of the nested net at index 5) and
+``"3.W"`` its parameter ``W``. Layers without parameters are left out of the parameter
+statistics. All are cheap reductions, meant to run inside a compiled step.
+
+Example::
+
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    norms = monitor.grad_norms(grads)                     # {"0": ..., "4": ...}
+    outputs = monitor.capture(net, params, x)             # every layer's output
+    acts = monitor.activation_stats(net, outputs)         # mean, var, dead fraction
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from minitorch.nn.activations import ReLU
+from minitorch.nn.core import Array, Layer, Net, Params, PRNGKey, State
+
+
+def _layer_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``[(path, layer_tree)]`` for a net's params (a list, nested for nested nets)."""
+    if isinstance(tree, (list, tuple)):
+        out = []
+        for i, sub in enumerate(tree):
+            out += _layer_paths(sub, f"{prefix}{i}.")
+        return out
+    return [(prefix.rstrip(".") or "0", tree)]
+
+
+def grad_norms(grads: Params) -> dict[str, Array]:
+    """The global L2 norm of each layer's gradient: ``{"0": ||g_0||, ...}``."""
+    return {path: jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+            for path, tree in _layer_paths(grads) if jax.tree.leaves(tree)}
+
+
+def param_stats(params: Params) -> dict[str, dict[str, Array]]:
+    """Mean and variance of every parameter array: ``{"0.W": {"mean": .., "var": ..}, ...}``."""
+    return {f"{path}.{name}": {"mean": jnp.mean(value), "var": jnp.var(value)}
+            for path, tree in _layer_paths(params) if isinstance(tree, dict)
+            for name, value in tree.items()}
+
+
+def update_ratios(updates: Params, params: Params) -> dict[str, Array]:
+    """``||update|| / ||param||`` per parameter array (about 1e-3 is healthy for SGD).
+
+    ``updates`` are what the optimiser returns (``params + updates`` is the next params).
+    """
+    tiny = 1e-12  # a zero-initialised bias has no scale yet; keep the ratio finite
+    return {f"{path}.{name}": jnp.linalg.norm(jnp.ravel(u)) /
+            (jnp.linalg.norm(jnp.ravel(p)) + tiny)
+            for (path, u_tree), (_, p_tree) in zip(_layer_paths(updates), _layer_paths(params))
+            if isinstance(u_tree, dict)
+            for (name, u), p in zip(u_tree.items(), p_tree.values())}
+
+
+def capture(net: Net, params: Params, x: Array, *, key: PRNGKey | None = None,
+            train: bool = False, state: State = None) -> list[Any]:
+    """Every layer's output for input ``x``: a list with one entry per layer (a nested net's
+    entry is the list of its layers' outputs). The last entry is ``net.apply``'s output."""
+    return net._run(params, x, key=key, train=train, state=state, capture=True)[2]
+
+
+def activation_stats(net: Net, outputs: list[Any]) -> dict[str, dict[str, Array]]:
+    """Mean, variance and, after a ReLU, the fraction of dead units of every layer's output.
+
+    A unit (a position of the output after the batch axis) is dead when it is zero for every
+    example of the batch. ``outputs`` is what :func:`capture` returns.
+    """
+    stats = {}
+
+    def walk(layers: tuple[Layer, ...], outs: list[Any], prefix: str) -> None:
+        for i, (layer, out) in enumerate(zip(layers, outs)):
+            path = f"{prefix}{i}"
+            if isinstance(layer, Net):
+                walk(layer.layers, out, f"{path}.")
+                continue
+            entry = {"mean": jnp.mean(out), "var": jnp.var(out)}
+            if isinstance(layer, ReLU):
+                entry["dead"] = jnp.mean(jnp.all(out == 0, axis=0))
+            stats[path] = entry
+
+    walk(net.layers, outputs, "")
+    return stats

@@ -1,0 +1,78 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from minitorch import losses, monitor, nn, optim
+
+
+def net():
+    return nn.Net([nn.Linear(4, 6), nn.ReLU(), nn.Net([nn.Linear(6, 5), nn.Tanh()]),
+                   nn.Linear(5, 3)])
+
+
+def setup():
+    n = net()
+    params = n.init(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+    y = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
+    return n, params, x, y
+
+
+def test_grad_norms_per_layer_match_numpy():
+    n, params, x, y = setup()
+    grads = jax.grad(lambda p: losses.softmax_cross_entropy(n.apply(p, x), y))(params)
+    norms = jax.jit(monitor.grad_norms)(grads)
+    assert sorted(norms) == ["0", "2.0", "3"]
+    expected = np.sqrt(sum(np.sum(np.asarray(g) ** 2) for g in grads[2][0].values()))
+    np.testing.assert_allclose(norms["2.0"], expected, rtol=1e-6)
+
+
+def test_param_stats_match_numpy():
+    _, params, _, _ = setup()
+    stats = jax.jit(monitor.param_stats)(params)
+    assert sorted(stats) == ["0.W", "0.b", "2.0.W", "2.0.b", "3.W", "3.b"]
+    w = np.asarray(params[3]["W"])
+    np.testing.assert_allclose(stats["3.W"]["mean"], w.mean(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats["3.W"]["var"], w.var(), rtol=1e-5)
+
+
+def test_update_ratios():
+    n, params, x, y = setup()
+    opt = optim.sgd(0.1)
+    grads = jax.grad(lambda p: losses.softmax_cross_entropy(n.apply(p, x), y))(params)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    ratios = monitor.update_ratios(updates, params)
+    expected = np.linalg.norm(0.1 * np.asarray(grads[0]["W"])) / np.linalg.norm(params[0]["W"])
+    np.testing.assert_allclose(ratios["0.W"], expected, rtol=1e-5)
+    assert np.isfinite(ratios["0.b"])  # zero-initialised bias: finite, not a division by 0
+    new = optax.apply_updates(params, updates)
+    assert not np.allclose(new[0]["W"], params[0]["W"])
+
+
+def test_capture_returns_every_output_and_ends_with_apply():
+    n, params, x, _ = setup()
+    outs = jax.jit(lambda p, v: monitor.capture(n, p, v))(params, x)
+    assert [np.shape(o) if not isinstance(o, list) else [np.shape(i) for i in o]
+            for o in outs] == [(8, 6), (8, 6), [(8, 5), (8, 5)], (8, 3)]
+    np.testing.assert_allclose(outs[-1], n.apply(params, x), rtol=1e-6)
+    np.testing.assert_allclose(outs[1], np.maximum(outs[0], 0))
+
+
+def test_activation_stats_and_dead_relus():
+    n, params, x, _ = setup()
+    params[0]["b"] = params[0]["b"].at[:3].set(-100.0)  # units 0-2 can never fire: dead
+    stats = monitor.activation_stats(n, monitor.capture(n, params, x))
+    assert sorted(stats) == ["0", "1", "2.0", "2.1", "3"]
+    np.testing.assert_allclose(stats["1"]["dead"], 0.5)  # 3 of 6 units
+    assert "dead" not in stats["2.1"]  # tanh units cannot die
+    out = np.asarray(monitor.capture(n, params, x)[2][1])
+    np.testing.assert_allclose(stats["2.1"]["var"], out.var(), rtol=1e-5)
+
+
+def test_capture_with_batchnorm_state():
+    n = nn.Net([nn.Linear(3, 4), nn.BatchNorm(4), nn.ReLU()])
+    params, state = n.init(jax.random.key(0)), n.init_state()
+    x = jnp.ones((5, 3))
+    outs = monitor.capture(n, params, x, state=state, train=True)
+    np.testing.assert_allclose(outs[-1], n.apply(params, x, state=state, train=True)[0])
