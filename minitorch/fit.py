@@ -84,7 +84,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         seed: int = 0, params: Params | None = None, state: State = None,
         opt_state: Any = None, start_epoch: int = 0, history: History | None = None,
         callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
-        drop_last: bool = False, checkpoint: CheckpointManager | None = None) -> tuple:
+        drop_last: bool = False, checkpoint: CheckpointManager | None = None,
+        telemetry: bool = False) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -140,7 +141,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     steps = num_examples // batch_size + (0 if drop_last or num_examples % batch_size == 0 else 1)
     bar = _progress_bar(progress, total=(epochs - start_epoch) * steps)
     on_step, every, bar_start = _bar_callback(bar, steps)
-    epoch_fn = make_epoch(train.make_update(net, loss, optimizer), num_examples, batch_size,
+    update = train.make_update(net, loss, optimizer, telemetry=telemetry)
+    epoch_fn = make_epoch(update, num_examples, batch_size,
                           shuffle=shuffle, drop_last=drop_last, on_step=on_step, step_every=every)
     data = (jnp.asarray(x), jnp.asarray(y))
     try:
@@ -157,8 +159,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
             _record(history, epoch, logs)
             if bar is not None:
                 bar.update(bar_start["n"] + steps - bar.n)  # callbacks are coarser
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time"},
-                                refresh=False)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                                 if k != "time" and "/" not in k}, refresh=False)
             if checkpoint is not None:
                 checkpoint.save(epoch, {"params": params, "state": state,
                                         "opt_state": opt_state},

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import optax
 from jax.experimental import checkify
 
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, State
+from minitorch import monitor
+from minitorch.nn.core import Array, Layer, Net, Params, PRNGKey, State
 
 Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
 Metrics = dict[str, Array]
@@ -84,19 +85,60 @@ def value_checks(x: Array, y: Array, outputs: Array, value: Array) -> None:
 
 
 def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True,
-                         checked: bool = False) -> Callable:
+                         checked: bool = False, telemetry: bool = False) -> Callable:
     """``(params, state, (x, y), key) -> (loss, (metrics, state))`` for ``loss(net(x), y)``."""
+    if telemetry and not isinstance(net, Net):
+        raise TypeError("make_step: telemetry=True needs a Net (its layers are what it reports)")
 
     def objective(params, state, batch, key):
         x, y = _unpack(batch)
-        outputs, state = _forward(net, params, state, x, key, train=True)
+        if telemetry:  # the same forward pass, keeping every layer's output
+            outputs_all, state = _captured_forward(net, params, state, x, key)
+            outputs = _last(outputs_all)
+        else:
+            outputs, state = _forward(net, params, state, x, key, train=True)
         value = loss(outputs, y)
         if checked:
             value_checks(x, y, outputs, value)
         extra = classification_metrics(outputs, y) if accuracy else {}
+        if telemetry:
+            extra.update(_flat("act", monitor.activation_stats(net, outputs_all)))
         return value, ({"loss": value, **extra}, state)
 
     return objective
+
+
+def _captured_forward(net: Net, params: Params, state: State, x: Array,
+                      key: PRNGKey | None) -> tuple[list[Any], State]:
+    _, new_state, outputs = net._run(params, x, key=key, train=True,
+                                     state=state if net.stateful else None, capture=True)
+    return outputs, (new_state if net.stateful else state)
+
+
+def _last(outputs: list[Any]) -> Array:
+    while isinstance(outputs, list):
+        outputs = outputs[-1]
+    return outputs
+
+
+def _flat(prefix: str, stats: dict[str, Any]) -> Metrics:
+    """``{"1": {"mean": m}}`` -> ``{"act_mean/1": m}``: flat scalar metrics for the history."""
+    flat = {}
+    for where, entry in stats.items():
+        if isinstance(entry, dict):
+            for name, value in entry.items():
+                flat[f"{prefix}_{name}/{where}"] = value
+        else:
+            flat[f"{prefix}/{where}"] = entry
+    return flat
+
+
+def telemetry_metrics(grads: Params, updates: Params, params: Params) -> Metrics:
+    """Gradient norms per layer, mean and variance per parameter array, and update-to-weight
+    ratios, as flat metrics (``grad_norm/3``, ``param_mean/3.W``, ``update_ratio/3.W``, ...)."""
+    return {**_flat("grad_norm", monitor.grad_norms(grads)),
+            **_flat("param", monitor.param_stats(params)),
+            **_flat("update_ratio", monitor.update_ratios(updates, params))}
 
 
 def _custom_objective(objective: Objective) -> Callable:
@@ -111,7 +153,7 @@ def _custom_objective(objective: Objective) -> Callable:
 def make_step(net: Layer | None, loss: Loss | Objective,
               optimizer: optax.GradientTransformation, *, axis_name: Any = None,
               jit: bool = True, donate: bool = True, accuracy: bool = True,
-              checked: bool = False) -> Callable:
+              checked: bool = False, telemetry: bool = False) -> Callable:
     """Build a training step.
 
     Args:
@@ -141,7 +183,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
     if checked and (axis_name is not None or not jit):
         raise ValueError("make_step: checked=True works with jit=True and no axis_name")
     update = make_update(net, loss, optimizer, axis_name=axis_name, accuracy=accuracy,
-                         checked=checked)
+                         checked=checked, telemetry=telemetry)
     stateful = net is not None and net.stateful
     if stateful:
         step = update
@@ -169,7 +211,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
 
 def make_update(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any = None,
-                accuracy: bool = True, checked: bool = False) -> Callable:
+                accuracy: bool = True, checked: bool = False,
+                telemetry: bool = False) -> Callable:
     """The uncompiled step with the uniform signature every loop here builds on:
     ``update(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``
     (``state`` is None for a net without stateful layers)."""
@@ -179,7 +222,8 @@ def make_update(net: Layer | None, loss: Loss | Objective,
         if not isinstance(net, Layer):
             raise TypeError(f"make_step: net must be a minitorch layer or None, received "
                             f"{type(net).__name__}")
-        objective = supervised_objective(net, loss, accuracy=accuracy, checked=checked)
+        objective = supervised_objective(net, loss, accuracy=accuracy, checked=checked,
+                                         telemetry=telemetry)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def update(params, state, opt_state, batch, key):
@@ -187,6 +231,8 @@ def make_update(net: Layer | None, loss: Loss | Objective,
         if axis_name is not None:
             grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)
+        if telemetry:
+            metrics = {**metrics, **telemetry_metrics(grads, updates, params)}
         return optax.apply_updates(params, updates), state, opt_state, metrics
 
     return update

@@ -76,3 +76,28 @@ def test_capture_with_batchnorm_state():
     x = jnp.ones((5, 3))
     outs = monitor.capture(n, params, x, state=state, train=True)
     np.testing.assert_allclose(outs[-1], n.apply(params, x, state=state, train=True)[0])
+
+
+def test_step_and_fit_record_telemetry():
+    import contextlib
+    import io
+
+    from minitorch import train
+    from minitorch.fit import fit
+
+    n, params, x, y = setup()
+    opt = optim.sgd(0.1)
+    plain = train.make_step(n, losses.softmax_cross_entropy, opt, donate=False)
+    step = train.make_step(n, losses.softmax_cross_entropy, opt, telemetry=True, donate=False)
+    new_plain, _, m_plain = plain(params, opt.init(params), (x, y), None)
+    new, _, metrics = step(params, opt.init(params), (x, y), None)
+    import chex
+    chex.assert_trees_all_close(new, new_plain, rtol=1e-6)  # telemetry changes nothing
+    grads = jax.grad(lambda p: losses.softmax_cross_entropy(n.apply(p, x), y))(params)
+    np.testing.assert_allclose(metrics["grad_norm/3"], monitor.grad_norms(grads)["3"], rtol=1e-5)
+    np.testing.assert_allclose(metrics["param_mean/0.W"], np.mean(params[0]["W"]), rtol=1e-5)
+    assert {"act_dead/1", "act_mean/2.1", "update_ratio/3.W"} <= set(metrics)
+    with contextlib.redirect_stderr(io.StringIO()):
+        _, _, history = fit(n, losses.softmax_cross_entropy, opt, (x, y), epochs=2,
+                            batch_size=4, telemetry=True)
+    assert len(history["grad_norm/0"]) == 2 and len(history["act_dead/1"]) == 2
