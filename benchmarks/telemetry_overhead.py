@@ -1,0 +1,63 @@
+"""What full telemetry costs inside the compiled step of the digits CNN.
+
+`train.make_step(net, loss, opt)` against the same with `telemetry=True` (per-layer
+gradient norms, parameter mean/variance, update ratios, activation mean/variance/dead
+fraction, all computed inside the jit'd step). Interleaved rounds, medians.
+
+Run: python benchmarks/telemetry_overhead.py [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+from digits_cnn import digits_cnn, load
+
+from benchmarks.common import interleaved, machine, median, ratio_spread
+from minitorch import losses, optim, train
+
+CALLS = 20
+
+
+def runner(telemetry: bool):
+    (x, y), _, _ = load()
+    batch = (jnp.asarray(x[:32]), jnp.asarray(y[:32]))
+    net, opt = digits_cnn(), optim.sgd(0.05, momentum=0.9, nesterov=True)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt, telemetry=telemetry)
+    carry = {"params": net.init(jax.random.key(0))}
+    carry["opt"] = opt.init(carry["params"])
+    key = jax.random.key(1)
+
+    def run():
+        p, o = carry["params"], carry["opt"]
+        for _ in range(CALLS):
+            p, o, metrics = step(p, o, batch, key)
+        carry["params"], carry["opt"] = p, o
+        return p, metrics
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    times = interleaved({"plain": runner(False), "telemetry": runner(True)}, rounds=args.rounds)
+    r, spread = ratio_spread(times, "telemetry", "plain")
+    for name in times:
+        print(f"  {name:10s} {1e3 * median(times[name]) / CALLS:7.3f} ms/step")
+    print(f"telemetry / plain: {r:.3f} (+-{spread:.3f}), {args.rounds} rounds of {CALLS} steps")
+    print(f"machine after: {machine()}")
+
+
+if __name__ == "__main__":
+    main()
