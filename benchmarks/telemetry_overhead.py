@@ -1,8 +1,12 @@
 """What full telemetry costs inside the compiled step of the digits CNN.
 
-`train.make_step(net, loss, opt)` against the same with `telemetry=True` (per-layer
-gradient norms, parameter mean/variance, update ratios, activation mean/variance/dead
-fraction, all computed inside the jit'd step). Interleaved rounds, medians.
+1. Every step: `train.make_step(net, loss, opt)` against the same with `telemetry=True`
+   (per-layer gradient norms, parameter mean/variance, update ratios, activation
+   mean/variance/dead fraction, all computed inside the jit'd step).
+2. At fit's default interval: the compiled epoch of `fit` (41 steps of 32 images) without
+   telemetry, against the same epoch with the telemetry step run once per epoch through
+   `lax.cond` (what `fit(..., telemetry=True)` compiles).
+Interleaved rounds, medians.
 
 Run: python benchmarks/telemetry_overhead.py [--rounds 15]
 """
@@ -46,6 +50,28 @@ def runner(telemetry: bool):
     return run
 
 
+def epoch_runner(telemetry: bool):
+    from minitorch.fit import make_epoch
+
+    (x, y), _, _ = load()
+    net, opt = digits_cnn(), optim.sgd(0.05, momentum=0.9, nesterov=True)
+    update = train.make_update(net, losses.softmax_cross_entropy, opt)
+    probe = (train.make_update(net, losses.softmax_cross_entropy, opt, telemetry=True)
+             if telemetry else None)
+    epoch = make_epoch(update, len(x), 32, probe=probe)
+    data = (jnp.asarray(x), jnp.asarray(y))
+    carry = {"params": net.init(jax.random.key(0))}
+    carry["opt"] = opt.init(carry["params"])
+    key = jax.random.key(1)
+
+    def run():
+        p, _, o, metrics = epoch(carry["params"], None, carry["opt"], data, key, 0)
+        carry["params"], carry["opt"] = p, o
+        return p, metrics
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
@@ -55,7 +81,14 @@ def main() -> None:
     r, spread = ratio_spread(times, "telemetry", "plain")
     for name in times:
         print(f"  {name:10s} {1e3 * median(times[name]) / CALLS:7.3f} ms/step")
-    print(f"telemetry / plain: {r:.3f} (+-{spread:.3f}), {args.rounds} rounds of {CALLS} steps")
+    print(f"every step: telemetry / plain: {r:.3f} (+-{spread:.3f}), {args.rounds} rounds of "
+          f"{CALLS} steps")
+    times = interleaved({"plain epoch": epoch_runner(False),
+                         "telemetry epoch": epoch_runner(True)}, rounds=args.rounds)
+    r, spread = ratio_spread(times, "telemetry epoch", "plain epoch")
+    for name in times:
+        print(f"  {name:16s} {1e3 * median(times[name]):7.1f} ms/epoch")
+    print(f"once per epoch: telemetry / plain: {r:.3f} (+-{spread:.3f}), {args.rounds} rounds")
     print(f"machine after: {machine()}")
 
 

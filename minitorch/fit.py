@@ -25,7 +25,8 @@ Callback = Callable[[int, dict[str, float], dict[str, Any]], Any]
 
 def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle: bool = True,
                drop_last: bool = False, on_step: Callable[[Any], None] | None = None,
-               step_every: int = 1, jit: bool = True) -> Callable:
+               step_every: int = 1, probe: Callable | None = None,
+               probe_every: int | None = None, jit: bool = True) -> Callable:
     """Compile one epoch of ``update`` over in-memory data.
 
     Args:
@@ -36,6 +37,10 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
       drop_last: skip the last, smaller batch (otherwise it is one more step).
       on_step: a host function called with the number of steps done, every ``step_every``
         steps, from inside the compiled loop (through ``jax.debug.callback``).
+      probe: an update like ``update`` that also returns extra metrics (e.g. a telemetry
+        step), run instead of ``update`` every ``probe_every`` steps (default: once, at the
+        last full batch) through ``lax.cond``; its extra metrics are averaged over the
+        steps it ran, so their cost is paid once per interval, not every step.
       jit: compile the epoch (params, state and optimiser state donated).
 
     Returns:
@@ -49,6 +54,8 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
                          f"of examples), received {batch_size}")
     full, rest = divmod(num_examples, batch_size)
     rest = 0 if drop_last else rest
+    probe_every = full if probe_every is None else max(1, min(probe_every, full))
+    probes = full // probe_every
 
     def epoch(params, state, opt_state, data, key, index):
         order_key, step_key = jax.random.split(jax.random.fold_in(key, index))
@@ -59,7 +66,11 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
         def body(carry, xs):
             done, rows, step_key = xs  # done: steps finished before this one
             batch = jax.tree.map(lambda a: a[rows], data)
-            *carry, metrics = update(*carry, batch, step_key)
+            if probe is None:
+                *carry, metrics = update(*carry, batch, step_key)
+            else:
+                *carry, metrics = _probed(update, probe, (done + 1) % probe_every == 0,
+                                          (*carry, batch, step_key))
             if on_step is not None:
                 jax.lax.cond((done + 1) % step_every == 0,
                              lambda: jax.debug.callback(on_step, done + 1), lambda: None)
@@ -68,15 +79,30 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
         rows = order[:full * batch_size].reshape(full, batch_size)
         carry, metrics = jax.lax.scan(body, (params, state, opt_state),
                                       (jnp.arange(full), rows, keys[:-1]))
+        extra = {k: metrics.pop(k).sum() / probes for k in list(metrics) if "/" in k}
         totals = jax.tree.map(lambda m: m.sum() * batch_size, metrics)
         if rest:
             batch = jax.tree.map(lambda a: a[order[full * batch_size:]], data)
             *carry, last = update(*carry, batch, keys[-1])
             totals = jax.tree.map(lambda t, m: t + m * rest, totals, last)
         seen = full * batch_size + rest
-        return (*carry, jax.tree.map(lambda t: t / seen, totals))
+        return (*carry, {**jax.tree.map(lambda t: t / seen, totals), **extra})
 
     return jax.jit(epoch, donate_argnums=(0, 1, 2)) if jit else epoch
+
+
+def _probed(update: Callable, probe: Callable, run_probe: Any, args: tuple) -> tuple:
+    """``probe(*args)`` when ``run_probe`` else ``update(*args)`` with the probe's extra
+    metrics (names with a "/") as zeros, so both branches of the ``lax.cond`` match."""
+    probe_metrics = jax.eval_shape(probe, *args)[-1]
+
+    def plain(*a):
+        *carry, metrics = update(*a)
+        zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in probe_metrics.items()
+                 if k not in metrics}
+        return (*carry, {**metrics, **zeros})
+
+    return jax.lax.cond(run_probe, probe, plain, *args)
 
 
 def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
@@ -85,7 +111,7 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         opt_state: Any = None, start_epoch: int = 0, history: History | None = None,
         callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
         drop_last: bool = False, checkpoint: CheckpointManager | None = None,
-        telemetry: bool = False) -> tuple:
+        telemetry: bool = False, telemetry_every: int | None = None) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -141,9 +167,11 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     steps = num_examples // batch_size + (0 if drop_last or num_examples % batch_size == 0 else 1)
     bar = _progress_bar(progress, total=(epochs - start_epoch) * steps)
     on_step, every, bar_start = _bar_callback(bar, steps)
-    update = train.make_update(net, loss, optimizer, telemetry=telemetry)
-    epoch_fn = make_epoch(update, num_examples, batch_size,
-                          shuffle=shuffle, drop_last=drop_last, on_step=on_step, step_every=every)
+    update = train.make_update(net, loss, optimizer)
+    probe = train.make_update(net, loss, optimizer, telemetry=True) if telemetry else None
+    epoch_fn = make_epoch(update, num_examples, batch_size, shuffle=shuffle,
+                          drop_last=drop_last, on_step=on_step, step_every=every, probe=probe,
+                          probe_every=telemetry_every)
     data = (jnp.asarray(x), jnp.asarray(y))
     try:
         for epoch in range(start_epoch, epochs):

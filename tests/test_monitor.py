@@ -101,3 +101,24 @@ def test_step_and_fit_record_telemetry():
         _, _, history = fit(n, losses.softmax_cross_entropy, opt, (x, y), epochs=2,
                             batch_size=4, telemetry=True)
     assert len(history["grad_norm/0"]) == 2 and len(history["act_dead/1"]) == 2
+
+
+def test_fit_telemetry_probe_changes_no_params():
+    import contextlib
+    import io
+
+    from minitorch.fit import fit
+
+    n, _, x, y = setup()
+    x, y = jnp.tile(x, (4, 1)), jnp.tile(y, 4)
+    runs = {}
+    for every in (None, 2, 0):
+        with contextlib.redirect_stderr(io.StringIO()):
+            runs[every] = fit(n, losses.softmax_cross_entropy, optim.sgd(0.1), (x, y),
+                              epochs=2, batch_size=4, telemetry=every != 0,
+                              telemetry_every=every or None)
+    for every in (None, 2):
+        for a, b in zip(jax.tree.leaves(runs[every][0]), jax.tree.leaves(runs[0][0])):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert "grad_norm/0" in runs[2][2] and "grad_norm/0" not in runs[0][2]
+    assert runs[None][2]["grad_norm/0"] != runs[2][2]["grad_norm/0"]  # last step vs mean
