@@ -121,3 +121,43 @@ def test_mismatched_lengths():
     x, y = data()
     with pytest.raises(ValueError, match="same length, received 100 and 99"):
         fit(mlp(), LOSS, optim.sgd(0.1), (x, y[:-1]), epochs=1, batch_size=10)
+
+
+def test_steps_epoch_equals_the_scan_epoch():
+    from minitorch.fit import make_epoch_steps
+
+    net, opt = mlp(0.2), optim.sgd(0.05, momentum=0.9)
+    x, y = data(50)
+    update = train.make_update(net, LOSS, opt)
+    params = net.init(jax.random.key(0))
+    key = jax.random.key(7)
+    scanned = make_epoch(update, 50, 16)(jax.tree.map(jnp.copy, params), None,
+                                         opt.init(params), (x, y), key, 1)
+    stepped = make_epoch_steps(update, 50, 16)(jax.tree.map(jnp.copy, params), None,
+                                               opt.init(params), (x, y), key, 1)
+    chex.assert_trees_all_close(stepped[0], scanned[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stepped[3]["loss"], scanned[3]["loss"], rtol=1e-6)
+
+
+def conv_fit(epochs, **kwargs):
+    net = nn.Net([nn.Conv2D(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                  nn.Dropout(0.1), nn.Linear(2 * 4 * 4, 3)])
+    x, y = data(48)
+    images = np.repeat(x, 4, axis=1).reshape(48, 1, 4, 4)
+    with contextlib.redirect_stderr(io.StringIO()):
+        return fit(net, LOSS, optim.sgd(0.05, momentum=0.9), (images, y), epochs=epochs,
+                   batch_size=16, seed=1, **kwargs)
+
+
+def test_conv_nets_default_to_steps_and_resume_exactly():
+    full = conv_fit(4)
+    params, opt_state, history = conv_fit(2)
+    resumed = conv_fit(4, params=params, opt_state=opt_state, start_epoch=2, history=history)
+    chex.assert_trees_all_equal(resumed[0], full[0])
+    scanned = conv_fit(4, loop="scan")
+    chex.assert_trees_all_close(scanned[0], full[0], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_loop_mode():
+    with pytest.raises(ValueError, match="fit: loop must be 'auto', 'scan' or 'steps'"):
+        fit(mlp(), LOSS, optim.sgd(0.1), data(), epochs=1, batch_size=10, loop="fast")
