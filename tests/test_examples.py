@@ -17,20 +17,29 @@ CASES = [
     ("digits_cnn.py", "digits CNN: test accuracy"),
     ("data_parallel.py", "data parallel: test accuracy"),
     ("multihost.py", "params identical on all: yes"),
+    ("spirals.py", "spirals: training accuracy"),
+    ("digits_insight.py", "digits insight: test accuracy"),
 ]
+WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they save PNGs
 
 
-def run(script, **env_vars):
+def run(script, *args, **env_vars):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it
-    return subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True,
-                          text=True, timeout=600, env={**env, **env_vars})
+    return subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=600, env={**env, **env_vars})
 
 
 @pytest.mark.parametrize("script, expected", CASES)
-def test_example_reaches_its_bar(script, expected):
-    result = run(script)
+def test_example_reaches_its_bar(script, expected, tmp_path):
+    out = tmp_path / ("spirals.png" if script == "spirals.py" else "plots")
+    result = run(script, out) if script in WRITES_PLOTS else run(script)
     assert result.returncode == 0, result.stdout + result.stderr
     assert expected in result.stdout, result.stdout
+    if script in WRITES_PLOTS:
+        pngs = [out] if out.suffix == ".png" else sorted(out.glob("*.png"))
+        assert pngs and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs), result.stdout
+        if script == "digits_insight.py":
+            assert len(pngs) == 8 and result.stdout.strip().endswith(str(out))
 
 
 @pytest.mark.parametrize("script", ["xor.py", "majority.py", "iris.py", "digits_cnn.py"])
