@@ -1,8 +1,10 @@
 """``fit``: epochs of training with validation, history, progress bar and callbacks.
 
-When the training data fits in device memory (arrays, not a loader), a whole epoch is one
-compiled function: the data is shuffled on the device with a key and every batch runs
-inside one ``lax.scan``, so an epoch costs one dispatch and no host work per step.
+The training data lives on the device and every epoch is shuffled there from a key. A
+dense net's whole epoch is one compiled ``lax.scan`` (one dispatch per epoch, no host
+work per step); a net with convolutions runs the same epoch as one shuffle-and-slice
+dispatch and one dispatch per step, because XLA:CPU runs convolutions about 3x slower
+inside a loop (measured: benchmarks/RESULTS.md). Both give the same order, keys and metrics.
 """
 
 from __future__ import annotations
