@@ -181,7 +181,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
       batch_size: examples per step.
       val_data: ``(inputs, targets)`` evaluated after every epoch (``val_`` metrics).
       seed: fixes the initial params (when not given), the shuffling and dropout.
-      params, state, opt_state: start from these (to resume); initialised when None.
+      params, state, opt_state: start from these (to resume); initialised when None. They
+        are donated to the compiled epochs: use the returned ones, not these, afterwards.
       start_epoch: the first epoch to run; epoch ``e`` always draws the same key from
         ``seed``, so a stop after ``k`` epochs and a resume gives the same params as no stop.
       history: a history to extend (when resuming).
