@@ -21,29 +21,19 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.nn.activations import ReLU
-from minitorch.nn.core import Array, Layer, Net, Params, PRNGKey, State
-
-
-def _layer_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """``[(path, layer_tree)]`` for a net's params (a list, nested for nested nets)."""
-    if isinstance(tree, (list, tuple)):
-        out = []
-        for i, sub in enumerate(tree):
-            out += _layer_paths(sub, f"{prefix}{i}.")
-        return out
-    return [(prefix.rstrip(".") or "0", tree)]
+from minitorch.nn.core import Array, Net, Params, PRNGKey, State, index_paths, layer_tree
 
 
 def grad_norms(grads: Params) -> dict[str, Array]:
     """The global L2 norm of each layer's gradient: ``{"0": ||g_0||, ...}``."""
     return {path: jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
-            for path, tree in _layer_paths(grads) if jax.tree.leaves(tree)}
+            for path, tree in index_paths(grads) if jax.tree.leaves(tree)}
 
 
 def param_stats(params: Params) -> dict[str, dict[str, Array]]:
     """Mean and variance of every parameter array: ``{"0.W": {"mean": .., "var": ..}, ...}``."""
     return {f"{path}.{name}": {"mean": jnp.mean(value), "var": jnp.var(value)}
-            for path, tree in _layer_paths(params) if isinstance(tree, dict)
+            for path, tree in index_paths(params) if isinstance(tree, dict)
             for name, value in tree.items()}
 
 
@@ -55,7 +45,7 @@ def update_ratios(updates: Params, params: Params) -> dict[str, Array]:
     tiny = 1e-12  # a zero-initialised bias has no scale yet; keep the ratio finite
     return {f"{path}.{name}": jnp.linalg.norm(jnp.ravel(u)) /
             (jnp.linalg.norm(jnp.ravel(p)) + tiny)
-            for (path, u_tree), (_, p_tree) in zip(_layer_paths(updates), _layer_paths(params))
+            for (path, u_tree), (_, p_tree) in zip(index_paths(updates), index_paths(params))
             if isinstance(u_tree, dict)
             for (name, u), p in zip(u_tree.items(), p_tree.values())}
 
@@ -74,17 +64,9 @@ def activation_stats(net: Net, outputs: list[Any]) -> dict[str, dict[str, Array]
     example of the batch. ``outputs`` is what :func:`capture` returns.
     """
     stats = {}
-
-    def walk(layers: tuple[Layer, ...], outs: list[Any], prefix: str) -> None:
-        for i, (layer, out) in enumerate(zip(layers, outs)):
-            path = f"{prefix}{i}"
-            if isinstance(layer, Net):
-                walk(layer.layers, out, f"{path}.")
-                continue
-            entry = {"mean": jnp.mean(out), "var": jnp.var(out)}
-            if isinstance(layer, ReLU):
-                entry["dead"] = jnp.mean(jnp.all(out == 0, axis=0))
-            stats[path] = entry
-
-    walk(net.layers, outputs, "")
+    for (path, layer), (_, out) in zip(index_paths(layer_tree(net)), index_paths(outputs)):
+        entry = {"mean": jnp.mean(out), "var": jnp.var(out)}
+        if isinstance(layer, ReLU):
+            entry["dead"] = jnp.mean(jnp.all(out == 0, axis=0))
+        stats[path] = entry
     return stats

@@ -13,7 +13,10 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
+
+from minitorch.nn.core import index_paths
 
 try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -114,26 +117,19 @@ def _flatten(outputs: Any) -> list[Any]:
 def grad_histograms(grads: Any, *, bins: int = 50,
                     path: str | os.PathLike | None = None) -> Figure:
     """A histogram of each layer's gradient entries (a net's grads: one entry per layer)."""
-    from minitorch.monitor import _layer_paths
-
-    layers = [(p, t) for p, t in _layer_paths(grads) if _leaves(t)]
+    layers = [(p, t) for p, t in index_paths(grads) if jax.tree.leaves(t)]
     cols = min(len(layers), 4) or 1
     rows = math.ceil(len(layers) / cols) or 1
     figure = _figure(3.2 * cols, 2.6 * rows)
     axes = np.atleast_1d(figure.subplots(rows, cols)).ravel()
     for ax, (where, tree) in zip(axes, layers):
-        values = np.concatenate([np.ravel(np.asarray(v, np.float32)) for v in _leaves(tree)])
+        values = np.concatenate([np.ravel(np.asarray(v, np.float32))
+                                 for v in jax.tree.leaves(tree)])
         ax.hist(values, bins=bins)
         ax.set(title=f"layer {where}", yscale="log")
     for ax in axes[len(layers):]:
         ax.set_axis_off()
     return _finish(figure, path)
-
-
-def _leaves(tree: Any) -> list[Any]:
-    import jax
-
-    return jax.tree.leaves(tree)
 
 
 def decision_boundary(predict: Callable[[np.ndarray], Any], x: np.ndarray, y: np.ndarray, *,

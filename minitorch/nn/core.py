@@ -285,6 +285,20 @@ def positive_int(value: Any, name: str, owner: str) -> int:
     return value
 
 
+def index_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Flatten the nested lists a net produces (its params, its layers' outputs, its
+    ``layer_tree``) into ``[(index path, entry)]``: ``"3"`` for layer 3, ``"5.0"`` for
+    layer 0 of the nested net at index 5. A non-list ``tree`` is the single entry ``"0"``."""
+    if not isinstance(tree, (list, tuple)):
+        return [(prefix.rstrip(".") or "0", tree)]
+    return [item for i, sub in enumerate(tree) for item in index_paths(sub, f"{prefix}{i}.")]
+
+
+def layer_tree(layer: Layer) -> Any:
+    """A net's layers as nested lists shaped like its params (a leaf layer stands alone)."""
+    return [layer_tree(inner) for inner in layer.layers] if isinstance(layer, Net) else layer
+
+
 def conv_output_size(size: int, kernel: int, stride: int, dilation: int,
                      pad: tuple[int, int]) -> int:
     """Output length of a strided, dilated window over ``size`` padded by ``pad``."""
