@@ -42,10 +42,15 @@ Loss = Callable[[Array, Array], Array]
 Objective = Callable[[Params, Batch, PRNGKey], Any]
 
 
+def _class_ids(outputs: Array, targets: Array) -> bool:
+    """Whether ``targets (...)`` are integer class ids of ``outputs (..., C)``."""
+    return (jnp.issubdtype(jnp.result_type(targets), jnp.integer)
+            and jnp.ndim(outputs) == jnp.ndim(targets) + 1)
+
+
 def classification_metrics(outputs: Array, targets: Array) -> Metrics:
     """``{"accuracy": ...}`` when ``targets`` are integer class ids of ``outputs (..., C)``."""
-    if (jnp.issubdtype(jnp.result_type(targets), jnp.integer)
-            and jnp.ndim(outputs) == jnp.ndim(targets) + 1):
+    if _class_ids(outputs, targets):
         return {"accuracy": (outputs.argmax(axis=-1) == targets).mean(dtype=jnp.float32)}
     return {}
 
@@ -75,8 +80,7 @@ def value_checks(x: Array, y: Array, outputs: Array, value: Array) -> None:
             bad = jnp.sum(~jnp.isfinite(leaf))
             checkify.check(bad == 0, "checked step: the inputs hold {bad} NaN or inf values",
                            bad=bad)
-    if (jnp.issubdtype(jnp.result_type(y), jnp.integer)
-            and jnp.ndim(outputs) == jnp.ndim(y) + 1):
+    if _class_ids(outputs, y):
         classes = outputs.shape[-1]
         bad = jnp.sum((y < 0) | (y >= classes))
         checkify.check(bad == 0, f"checked step: {{bad}} labels are class ids outside "
@@ -172,7 +176,13 @@ def make_step(net: Layer | None, loss: Loss | Objective,
       checked: also check what ``jit`` cannot check at trace time, the values: NaN or inf
         in the inputs, class ids outside ``[0, C)``, a non-finite loss (``jax.experimental.
         checkify``); a failed check raises ValueError after the step. For debugging: it
-        costs a few reductions per step.
+        costs a few reductions per step, and donates nothing, so the arrays passed in stay
+        valid when a check fails.
+      telemetry: add, computed inside the step, every layer's gradient norm
+        (``grad_norm/i``), every parameter's mean and variance (``param_mean/i.W``,
+        ``param_var/i.W``) and update-to-weight ratio (``update_ratio/i.W``), and every
+        layer's activation mean, variance and, after a ReLU, dead fraction
+        (``act_mean/i``, ``act_var/i``, ``act_dead/i``). See :mod:`minitorch.monitor`.
 
     Returns:
       ``step(params, opt_state, batch, key) -> (params, opt_state, metrics)``, or for a net
