@@ -52,12 +52,7 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
       run's key and ``index`` the epoch number (the epoch's key is ``fold_in(key, index)``,
       so any epoch can be rerun alone), and ``metrics`` the example-weighted epoch means.
     """
-    if not 1 <= batch_size <= num_examples:
-        raise ValueError(f"make_epoch: batch_size must be in [1, {num_examples}] (the number "
-                         f"of examples), received {batch_size}")
-    full, rest = divmod(num_examples, batch_size)
-    rest = 0 if drop_last else rest
-    probe_every = full if probe_every is None else max(1, min(probe_every, full))
+    full, rest, probe_every = _epoch_sizes(num_examples, batch_size, drop_last, probe_every)
     probes = full // probe_every
 
     def epoch(params, state, opt_state, data, key, index):
@@ -91,6 +86,18 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
     return jax.jit(epoch, donate_argnums=(0, 1, 2)) if jit else epoch
 
 
+def _epoch_sizes(num_examples: int, batch_size: int, drop_last: bool,
+                 probe_every: int | None) -> tuple[int, int, int]:
+    """Full batches, the size of the last partial batch (0 if none or dropped), and the
+    probe interval in steps (default: once per epoch)."""
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(f"make_epoch: batch_size must be in [1, {num_examples}] (the number "
+                         f"of examples), received {batch_size}")
+    full, rest = divmod(num_examples, batch_size)
+    probe_every = full if probe_every is None else max(1, min(probe_every, full))
+    return full, 0 if drop_last else rest, probe_every
+
+
 def _epoch_plan(key: Any, index: Any, num_examples: int, full: int,
                 shuffle: bool) -> tuple[Array, Array]:
     """Epoch ``index``'s example order and step keys (``full + 1`` of them), from ``key``."""
@@ -109,9 +116,7 @@ def make_epoch_steps(update: Callable, num_examples: int, batch_size: int, *,
     jit'd ``update`` per batch. Faster than the scan where XLA runs the step's kernels
     slower inside a loop (convolutions on XLA:CPU); ``on_step`` is called after every step.
     """
-    full, rest = divmod(num_examples, batch_size)
-    rest = 0 if drop_last else rest
-    probe_every = full if probe_every is None else max(1, min(probe_every, full))
+    full, rest, probe_every = _epoch_sizes(num_examples, batch_size, drop_last, probe_every)
     step = jax.jit(update, donate_argnums=(0, 1, 2))
     probe_step = None if probe is None else jax.jit(probe, donate_argnums=(0, 1, 2))
 
@@ -225,9 +230,11 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
         history, start_epoch = meta["history"], meta["epoch"] + 1
 
-    steps = num_examples // batch_size + (0 if drop_last or num_examples % batch_size == 0 else 1)
+    full, rest, _ = _epoch_sizes(num_examples, batch_size, drop_last, None)
+    steps = full + (1 if rest else 0)
     bar = _progress_bar(progress, total=(epochs - start_epoch) * steps)
-    on_step, every, bar_start = _bar_callback(bar, steps)
+    bar_start = {"n": 0}  # the bar's count when the current epoch began
+    advance = None if bar is None else _bar_advance(bar, bar_start)
     update = train.make_update(net, loss, optimizer)
     probe = train.make_update(net, loss, optimizer, telemetry=True) if telemetry else None
     if loop not in ("auto", "scan", "steps"):
@@ -235,15 +242,17 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     if loop == "auto":
         loop = "steps" if _has_conv(net) else "scan"
     if loop == "scan":
+        # A host callback from inside the scan costs more than a short epoch's steps:
+        # under 20 steps the bar moves once per epoch, otherwise about 10 times.
+        inside = advance if steps >= 20 else None
         epoch_fn = make_epoch(update, num_examples, batch_size, shuffle=shuffle,
-                              drop_last=drop_last, on_step=on_step, step_every=every,
-                              probe=probe, probe_every=telemetry_every)
+                              drop_last=drop_last, on_step=inside,
+                              step_every=max(steps // 10, 1), probe=probe,
+                              probe_every=telemetry_every)
     else:
         epoch_fn = make_epoch_steps(update, num_examples, batch_size, shuffle=shuffle,
                                     drop_last=drop_last, probe=probe,
-                                    probe_every=telemetry_every,
-                                    on_step=None if bar is None else lambda done: bar.update(
-                                        max(bar_start["n"] + done - bar.n, 0)))
+                                    probe_every=telemetry_every, on_step=advance)
     data = (jnp.asarray(x), jnp.asarray(y))
     try:
         for epoch in range(start_epoch, epochs):
@@ -298,18 +307,13 @@ def _progress_bar(enabled: bool, total: int) -> Any:
     return tqdm(total=total, unit="step", leave=True)
 
 
-def _bar_callback(bar: Any, steps: int) -> tuple[Callable | None, int, dict]:
-    """A host callback that moves ``bar`` to ``start["n"] + steps done`` from inside the
-    compiled epoch, about 10 times per epoch; none for epochs of under 20 steps, where a
-    callback would cost more than the steps and the bar moves once per epoch instead."""
-    start = {"n": 0}
-    if bar is None or steps < 20:
-        return None, 1, start
+def _bar_advance(bar: Any, start: dict) -> Callable[[Any], None]:
+    """``advance(done)`` moves ``bar`` to ``start["n"] + done`` steps (never backwards)."""
 
-    def on_step(done: Any) -> None:
+    def advance(done: Any) -> None:
         bar.update(max(start["n"] + int(done) - bar.n, 0))
 
-    return on_step, max(steps // 10, 1), start
+    return advance
 
 
 class EarlyStopping:
