@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -96,11 +97,51 @@ class Conv2D(Layer):
         pads = resolve_padding(self.padding, x.shape[2:], self.kernel_size, self.stride,
                                self.dilation, "Conv2D")
         check_window_fits(self, x.shape, self.kernel_size, self.stride, self.dilation, pads)
+        if self.groups == 1 and jax.default_backend() == "cpu":
+            y = conv_as_matmul(x.transpose(0, 2, 3, 1), params["W"], self.stride, pads,
+                               self.dilation)
+            y = y + params["b"] if self.bias else y
+            return y.transpose(0, 3, 1, 2)
         y = lax.conv_general_dilated(
             x, params["W"], window_strides=self.stride, padding=pads,
             rhs_dilation=self.dilation, dimension_numbers=("NCHW", "OIHW", "NCHW"),
             feature_group_count=self.groups)
         return y + params["b"][:, None, None] if self.bias else y
+
+
+def conv_as_matmul(x: Array, w: Array, stride: tuple[int, int],
+                   pads: tuple[tuple[int, int], ...], dilation: tuple[int, int]) -> Array:
+    """Convolution as one matrix product over the input's patches (im2col), channels last.
+
+    On XLA:CPU this forward and its two backward products run 1.3-1.4x faster than
+    ``lax.conv_general_dilated`` on the shapes of ``benchmarks/conv_formulations.py``: a
+    matmul uses both cores at the machine's rate, the convolution kernels do not.
+
+    Args:
+      x: ``(N, H, W, C)`` input, channels last.
+      w: ``(O, C, kh, kw)`` kernel, as :class:`Conv2D` holds it.
+      stride, dilation: pairs; pads: ``((top, bottom), (left, right))``.
+
+    Returns:
+      ``(N, H_out, W_out, O)``.
+    """
+    out_channels, channels, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    n, h, width, _ = x.shape
+    ho = (h - dh * (kh - 1) - 1) // sh + 1
+    wo = (width - dw * (kw - 1) - 1) // sw + 1
+    taps = [lax.slice(x, (0, i * dh, j * dw, 0),
+                      (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, channels),
+                      (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)]
+    # Patch features ordered (i, j, c), matching the kernel transposed to (kh, kw, C, O).
+    patches = jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
+    kernel = w.transpose(2, 3, 1, 0).reshape(kh * kw * channels, out_channels)
+    # A 2-D product: its backward then contracts the rows in place, where a 4-D one makes
+    # XLA copy the output gradient into a transposed layout first (a third of the step).
+    rows = patches.reshape(n * ho * wo, kh * kw * channels)
+    return (rows @ kernel).reshape(n, ho, wo, out_channels)
 
 
 def check_window_fits(layer: Layer, shape: tuple[int, ...], kernel: tuple[int, int],
