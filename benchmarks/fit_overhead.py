@@ -12,8 +12,8 @@
    - host loop: shuffle on the host each epoch and index the device arrays on the host
      each step, feeding the same jit'd step (what a first training loop usually looks like).
 2. The digits CNN of examples/digits_cnn.py: time per epoch of `fit` (progress bar,
-   history, validation off; its "auto" loop runs conv nets as steps) against the bare
-   epochs of both modes (`make_epoch`'s scan and `make_epoch_steps`, called in a loop).
+   history, validation off; its "auto" loop scans) against the bare epochs of both modes
+   (`make_epoch`'s scan and `make_epoch_steps`, called in a loop).
 
 Run: python benchmarks/fit_overhead.py [--rounds 15]
 """
@@ -147,7 +147,7 @@ def digits_candidates():
     data = (jnp.asarray(x), jnp.asarray(y))
     scan = bare_epochs(make_epoch(update, len(x), 32), state, data, epochs)
     steps = bare_epochs(make_epoch_steps(update, len(x), 32), state, data, epochs)
-    # loop="auto": steps; 8 epochs so that fit's one-off set-up (init, jit wrappers) is
+    # loop="auto": the scan; 8 epochs so that fit's one-off set-up (init, jit wrappers) is
     # spread as in a real run rather than charged to 3 epochs
     run_fit = fit_runner(net, opt, (x, y), 8, 32, fit_state)
     return {"bare scan epoch": scan, "bare steps epoch": steps, "fit": run_fit}, epochs, fit_state
@@ -192,9 +192,9 @@ def main() -> None:
     per_epoch = {k: [t / epochs for t in v] for k, v in times.items()}
     print(f"\ndigits CNN (1293 images, batch 32), {args.rounds} rounds, median ms/epoch:")
     for name in ("bare scan epoch", "bare steps epoch", "fit"):
-        r, spread = ratio_spread(per_epoch, name, "bare steps epoch")
+        r, spread = ratio_spread(per_epoch, name, "bare scan epoch")
         print(f"  {name:16s} {1e3 * median(per_epoch[name]):7.1f} ms/epoch  "
-              f"{r:5.2f}x bare steps epoch (+-{spread:.2f})")
+              f"{r:5.2f}x bare scan epoch (+-{spread:.2f})")
     print(f"\nmachine after: {machine()}")
 
 

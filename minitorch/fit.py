@@ -1,10 +1,12 @@
 """``fit``: epochs of training with validation, history, progress bar and callbacks.
 
-The training data lives on the device and every epoch is shuffled there from a key. A
-dense net's whole epoch is one compiled ``lax.scan`` (one dispatch per epoch, no host
-work per step); a net with convolutions runs the same epoch as one shuffle-and-slice
-dispatch and one dispatch per step, because XLA:CPU runs convolutions about 3x slower
-inside a loop (measured: benchmarks/RESULTS.md). Both give the same order, keys and metrics.
+The training data lives on the device and every epoch is shuffled there from a key. An
+epoch is one compiled ``lax.scan`` (one dispatch per epoch, no host work per step), or,
+with ``loop="steps"``, one shuffle-and-slice dispatch and one dispatch per step; both give
+the same order, keys and metrics. The scan is the default: its step costs half a
+dispatched one on small dense nets and 0.8x on the digits CNN. Only XLA:CPU's own
+convolution kernels (grouped ``Conv2D`` on the CPU) run ~3x slower inside a loop, so
+nets with those step instead (measured: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
         steps, from inside the compiled loop (through ``jax.debug.callback``).
       probe: an update like ``update`` that also returns extra metrics (e.g. a telemetry
         step), run instead of ``update`` every ``probe_every`` steps (default: once, at the
-        last full batch) through ``lax.cond``; its extra metrics are averaged over the
-        steps it ran, so their cost is paid once per interval, not every step.
+        last full batch); its extra metrics are averaged over the steps it ran, so their
+        cost is paid once per interval, not every step.
       jit: compile the epoch (params, state and optimiser state donated).
 
     Returns:
@@ -55,26 +57,45 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
     full, rest, probe_every = _epoch_sizes(num_examples, batch_size, drop_last, probe_every)
     probes = full // probe_every
 
-    def epoch(params, state, opt_state, data, key, index):
-        order, keys = _epoch_plan(key, index, num_examples, full, shuffle)
-
+    def steps(fn, carry, xs):
+        """Scan ``fn`` over the steps described by ``xs``: (steps done before, rows, key)."""
         def body(carry, xs):
-            done, rows, step_key = xs  # done: steps finished before this one
-            batch = jax.tree.map(lambda a: a[rows], data)
-            if probe is None:
-                *carry, metrics = update(*carry, batch, step_key)
-            else:
-                *carry, metrics = _probed(update, probe, (done + 1) % probe_every == 0,
-                                          (*carry, batch, step_key))
+            done, rows, step_key = xs
+            *carry, metrics = fn(*carry, jax.tree.map(lambda a: a[rows], data), step_key)
             if on_step is not None:
                 jax.lax.cond((done + 1) % step_every == 0,
                              lambda: jax.debug.callback(on_step, done + 1), lambda: None)
             return tuple(carry), metrics
 
+        data = xs[-1]
+        return jax.lax.scan(body, carry, xs[:-1])
+
+    def epoch(params, state, opt_state, data, key, index):
+        order, keys = _epoch_plan(key, index, num_examples, full, shuffle)
         rows = order[:full * batch_size].reshape(full, batch_size)
-        carry, metrics = jax.lax.scan(body, (params, state, opt_state),
-                                      (jnp.arange(full), rows, keys[:-1]))
-        extra = {k: metrics.pop(k).sum() / probes for k in list(metrics) if "/" in k}
+        xs = (jnp.arange(full), rows, keys[:-1])
+        carry = (params, state, opt_state)
+        if probe is None:
+            carry, metrics = steps(update, carry, (*xs, data))
+            extra = {}
+        else:
+            # Intervals of probe_every - 1 plain steps and one probe step, then the steps
+            # after the last interval: the probe's cost is paid only where it runs (a
+            # lax.cond choosing between the two at every step cost 12% of a CNN's epoch).
+            head = probes * probe_every
+
+            def interval(carry, xs):
+                carry, plain = steps(update, carry, (*[a[:-1] for a in xs], data))
+                carry, probed = steps(probe, carry, (*[a[-1:] for a in xs], data))
+                return carry, (plain, probed)
+
+            carry, (plain, probed) = jax.lax.scan(
+                interval, carry,
+                [a[:head].reshape(probes, probe_every, *a.shape[1:]) for a in xs])
+            carry, tail = steps(update, carry, (*[a[head:] for a in xs], data))
+            extra = {k: probed.pop(k).sum() / probes for k in list(probed) if "/" in k}
+            metrics = {k: jnp.concatenate([plain[k].ravel(), probed[k].ravel(), tail[k]])
+                       for k in tail}
         totals = jax.tree.map(lambda m: m.sum() * batch_size, metrics)
         if rest:
             batch = jax.tree.map(lambda a: a[order[full * batch_size:]], data)
@@ -114,7 +135,8 @@ def make_epoch_steps(update: Callable, num_examples: int, batch_size: int, *,
     """The same epoch as :func:`make_epoch` (same order, keys and metrics), run as one
     dispatch that shuffles and slices every batch on the device, then one dispatch of the
     jit'd ``update`` per batch. Faster than the scan where XLA runs the step's kernels
-    slower inside a loop (convolutions on XLA:CPU); ``on_step`` is called after every step.
+    slower inside a loop (its own convolutions on the CPU); ``on_step`` is called after
+    every step.
     """
     full, rest, probe_every = _epoch_sizes(num_examples, batch_size, drop_last, probe_every)
     step = jax.jit(update, donate_argnums=(0, 1, 2))
@@ -155,20 +177,6 @@ def make_epoch_steps(update: Callable, num_examples: int, batch_size: int, *,
     return epoch
 
 
-def _probed(update: Callable, probe: Callable, run_probe: Any, args: tuple) -> tuple:
-    """``probe(*args)`` when ``run_probe`` else ``update(*args)`` with the probe's extra
-    metrics (names with a "/") as zeros, so both branches of the ``lax.cond`` match."""
-    probe_metrics = jax.eval_shape(probe, *args)[-1]
-
-    def plain(*a):
-        *carry, metrics = update(*a)
-        zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in probe_metrics.items()
-                 if k not in metrics}
-        return (*carry, {**metrics, **zeros})
-
-    return jax.lax.cond(run_probe, probe, plain, *args)
-
-
 def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         train_data: tuple, *, epochs: int, batch_size: int, val_data: tuple | None = None,
         seed: int = 0, params: Params | None = None, state: State = None,
@@ -201,6 +209,12 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         optimiser state, net state and history after every epoch, and when the manager
         already holds a checkpoint of this run, resumes from the latest complete one (the
         result equals an uninterrupted run to the bit).
+      telemetry: record :mod:`minitorch.monitor`'s statistics (names with a ``/``) into the
+        history, computed inside the compiled epoch by a telemetry step that replaces the
+        plain step every ``telemetry_every`` steps (default: once per epoch, the last full
+        batch) and averaged over the steps that ran it.
+      loop: ``"scan"`` (the epoch is one ``lax.scan``), ``"steps"`` (one dispatch per
+        step) or ``"auto"``: scan, unless the net has a grouped ``Conv2D`` on the CPU.
 
     Returns:
       ``(params, opt_state, history)``, or for a net with stateful layers
@@ -240,7 +254,7 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     if loop not in ("auto", "scan", "steps"):
         raise ValueError(f"fit: loop must be 'auto', 'scan' or 'steps', received {loop!r}")
     if loop == "auto":
-        loop = "steps" if _has_conv(net) else "scan"
+        loop = "steps" if _has_slow_conv(net) else "scan"
     if loop == "scan":
         # A host callback from inside the scan costs more than a short epoch's steps:
         # under 20 steps the bar moves once per epoch, otherwise about 10 times.
@@ -285,10 +299,12 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     return (params, state, opt_state, history) if net.stateful else (params, opt_state, history)
 
 
-def _has_conv(layer: Layer) -> bool:
+def _has_slow_conv(layer: Layer) -> bool:
+    """Whether ``layer`` holds a Conv2D that runs as XLA's convolution on the CPU (a grouped
+    one), which XLA:CPU runs ~3x slower inside a ``lax.scan`` than as top-level kernels."""
     if isinstance(layer, Net):
-        return any(_has_conv(inner) for inner in layer.layers)
-    return isinstance(layer, Conv2D)
+        return any(_has_slow_conv(inner) for inner in layer.layers)
+    return isinstance(layer, Conv2D) and layer.groups > 1 and jax.default_backend() == "cpu"
 
 
 def _record(history: History, epoch: int, logs: dict[str, float]) -> None:

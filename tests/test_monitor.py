@@ -1,7 +1,9 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from minitorch import losses, monitor, nn, optim
 
@@ -122,3 +124,29 @@ def test_fit_telemetry_probe_changes_no_params():
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert "grad_norm/0" in runs[2][2] and "grad_norm/0" not in runs[0][2]
     assert runs[None][2]["grad_norm/0"] != runs[2][2]["grad_norm/0"]  # last step vs mean
+
+
+@pytest.mark.parametrize("every", [1, 3, 5])
+def test_probe_intervals_agree_between_scan_and_steps(every):
+    """Telemetry every 1, 3 (uneven: 8 steps -> 2 intervals and a tail of 2) or 5 steps:
+    the scanned epoch and the dispatched steps probe the same steps, train the same params
+    and report the same loss as an epoch without probes."""
+    import contextlib
+    import io
+
+    from minitorch.fit import fit
+
+    n, _, x, y = setup()
+    x, y = jnp.tile(x, (4, 1)), jnp.tile(y, 4)
+    runs = {}
+    for loop, telemetry in (("scan", True), ("steps", True), ("scan", False)):
+        with contextlib.redirect_stderr(io.StringIO()):
+            runs[loop, telemetry] = fit(n, losses.softmax_cross_entropy, optim.sgd(0.1),
+                                        (x, y), epochs=2, batch_size=2, loop=loop,
+                                        telemetry=telemetry, telemetry_every=every)
+    scan, steps, plain = runs["scan", True], runs["steps", True], runs["scan", False]
+    chex.assert_trees_all_close(scan[0], plain[0], rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(steps[0], plain[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scan[2]["loss"], plain[2]["loss"], rtol=1e-6)
+    for name in ("grad_norm/0", "act_mean/1", "update_ratio/0.W"):
+        np.testing.assert_allclose(scan[2][name], steps[2][name], rtol=1e-5)
