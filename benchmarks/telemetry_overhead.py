@@ -3,9 +3,10 @@
 1. Every step: `train.make_step(net, loss, opt)` against the same with `telemetry=True`
    (per-layer gradient norms, parameter mean/variance, update ratios, activation
    mean/variance/dead fraction, all computed inside the jit'd step).
-2. At fit's default interval: the compiled epoch of `fit` (41 steps of 32 images) without
-   telemetry, against the same epoch with the telemetry step run once per epoch through
-   `lax.cond` (what `fit(..., telemetry=True)` compiles).
+2. At fit's intervals: the compiled epoch of `fit` (40 full steps of 32 images and a last
+   partial one) without telemetry, against the same epoch with the telemetry step run once
+   per epoch (what `fit(..., telemetry=True)` compiles) and every 10 steps
+   (`telemetry_every=10`).
 Interleaved rounds, medians.
 
 Run: python benchmarks/telemetry_overhead.py [--rounds 15]
@@ -50,7 +51,7 @@ def runner(telemetry: bool):
     return run
 
 
-def epoch_runner(telemetry: bool):
+def epoch_runner(telemetry: bool, every: int | None = None):
     from minitorch.fit import make_epoch
 
     (x, y), _, _ = load()
@@ -58,7 +59,7 @@ def epoch_runner(telemetry: bool):
     update = train.make_update(net, losses.softmax_cross_entropy, opt)
     probe = (train.make_update(net, losses.softmax_cross_entropy, opt, telemetry=True)
              if telemetry else None)
-    epoch = make_epoch(update, len(x), 32, probe=probe)
+    epoch = make_epoch(update, len(x), 32, probe=probe, probe_every=every)
     data = (jnp.asarray(x), jnp.asarray(y))
     carry = {"params": net.init(jax.random.key(0))}
     carry["opt"] = opt.init(carry["params"])
@@ -84,11 +85,14 @@ def main() -> None:
     print(f"every step: telemetry / plain: {r:.3f} (+-{spread:.3f}), {args.rounds} rounds of "
           f"{CALLS} steps")
     times = interleaved({"plain epoch": epoch_runner(False),
-                         "telemetry epoch": epoch_runner(True)}, rounds=args.rounds)
-    r, spread = ratio_spread(times, "telemetry epoch", "plain epoch")
+                         "telemetry epoch": epoch_runner(True),
+                         "telemetry every 10": epoch_runner(True, 10)}, rounds=args.rounds)
     for name in times:
-        print(f"  {name:16s} {1e3 * median(times[name]):7.1f} ms/epoch")
-    print(f"once per epoch: telemetry / plain: {r:.3f} (+-{spread:.3f}), {args.rounds} rounds")
+        print(f"  {name:18s} {1e3 * median(times[name]):7.1f} ms/epoch")
+    for name, label in (("telemetry epoch", "once per epoch"),
+                        ("telemetry every 10", "every 10 steps")):
+        r, spread = ratio_spread(times, name, "plain epoch")
+        print(f"{label}: telemetry / plain: {r:.3f} (+-{spread:.3f}), {args.rounds} rounds")
     print(f"machine after: {machine()}")
 
 
