@@ -16,12 +16,16 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, rounds: int = 15
     """Time each candidate once per round, round after round, so that a change in the
     machine's load hits all of them alike. Each timing is seconds per call (the mean over
     ``repeats`` calls, blocked until the results are ready). Every candidate runs once
-    untimed first, so that no round pays for compilation."""
+    untimed first, so that no round pays for compilation. Each round starts one candidate
+    further along, so that none always runs right after the same neighbour (PyTorch's
+    worker threads keep spinning for a while after a step, slowing whatever runs next)."""
     for run in candidates.values():
         jax.block_until_ready(run())
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, run in candidates.items():
+    names = list(candidates)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            run = candidates[name]
             start = time.perf_counter()
             for _ in range(repeats):
                 out = run()
