@@ -8,22 +8,22 @@ transform; ``train`` builds compiled steps and ``fit`` runs epochs of them.
 its own: ``from minitorch import plot``.
 """
 
-from minitorch import (
-    checkpoint,
-    data,
-    errors,
-    explain,
-    fit,
-    losses,
-    monitor,
-    nn,
-    optim,
-    parallel,
-    summary,
-    train,
-)
+import importlib
+from typing import Any
+
+from minitorch import checkpoint, errors, fit, losses, monitor, nn, optim, train
 
 __version__ = "0.1.0"
 
+# Imported on first use (``minitorch.explain`` or ``from minitorch import explain``): the
+# training core above is what every program needs; these cost import time otherwise.
+_ON_FIRST_USE = ("data", "explain", "parallel", "summary")
+
 __all__ = ["__version__", "checkpoint", "data", "errors", "explain", "fit", "losses",
            "monitor", "nn", "optim", "parallel", "summary", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"minitorch.{name}")
+    raise AttributeError(f"module 'minitorch' has no attribute {name!r}")
