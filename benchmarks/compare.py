@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import datetime
 import importlib.metadata
+import importlib.util
 import os
 import re
 import subprocess
@@ -73,8 +74,13 @@ def first_step_times(workload, impls, repeats):
     return {name: median(v) for name, v in out.items()}
 
 
-def import_times(rounds):
-    """Seconds to import each module in a fresh interpreter, less the bare interpreter's."""
+def import_times(rounds, impls=tuple(IMPORTS)):
+    """Seconds to import minitorch, optax, jax and the modules of ``impls`` that are
+    installed, each in a fresh interpreter, less the bare interpreter's start."""
+    wanted = {name: module for name, module in IMPORTS.items()
+              if (name in ("minitorch", "optax", "jax") or name in impls
+                  or (name == "PyTorch" and "PyTorch eager" in impls))
+              and importlib.util.find_spec(module.split(".")[0]) is not None}
     def once(module):
         code = f"import {module}" if module else "pass"
         start = time.perf_counter()
@@ -86,10 +92,10 @@ def import_times(rounds):
     # an editable install and PYTHONDONTWRITEBYTECODE leave minitorch's to every import).
     subprocess.run([sys.executable, "-m", "compileall", "-q", "minitorch"], check=True,
                    cwd=ROOT)
-    samples = {name: [] for name in [None, *IMPORTS]}
+    samples = {name: [] for name in [None, *wanted]}
     for _ in range(rounds):
         for name in samples:
-            samples[name].append(once(IMPORTS.get(name)))
+            samples[name].append(once(wanted.get(name)))
     bare = median(samples.pop(None))
     return {name: median(v) - bare for name, v in samples.items()}, samples
 
@@ -213,7 +219,7 @@ def main() -> None:
                                       for k, v in results[name].items()), flush=True)
     first = {name: first_step_times(WORKLOADS[name], impls, args.compile_repeats)
              for name in args.workloads} if args.compile_repeats else {}
-    imports = import_times(args.import_rounds)[0] if args.import_rounds else {}
+    imports = import_times(args.import_rounds, impls)[0] if args.import_rounds else {}
     after = machine()
 
     lines = [f"Command: `{command}` ({datetime.date.today()}, {args.rounds} rounds).",

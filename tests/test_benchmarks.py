@@ -15,10 +15,12 @@ from benchmarks.workloads import WORKLOADS  # noqa: E402
 
 
 def test_compare_runs_and_reports_targets():
-    out = subprocess.run(
+    run = subprocess.run(
         [sys.executable, "benchmarks/compare.py", "--rounds", "1", "--workloads", "tiny",
          "--impls", "minitorch", "raw JAX", "--compile-repeats", "1", "--import-rounds", "1",
-         "--no-write"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+         "--no-write"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
     assert "| minitorch | 1.00 (+-0.00)" not in out  # a ratio of the two, not a copy
     assert "- **tiny**: minitorch / raw JAX" in out and "- import: minitorch" in out
 

@@ -1,6 +1,7 @@
 import chex
 import jax
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 from minitorch import nn
@@ -61,3 +62,35 @@ class Conv2DTest(chex.TestCase):
         w = nn.Conv2D(64, 256, 3).init(jax.random.key(0))["W"]
         fan_in = 64 * 3 * 3
         np.testing.assert_allclose(np.std(w), np.sqrt(2 / fan_in), rtol=0.03)
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding, dilation, groups, bias, hw",
+                         [c for c in CASES if c[6] == 1])
+def test_matmul_formulation_equals_xla_convolution(cin, cout, kernel, stride, padding,
+                                                   dilation, groups, bias, hw):
+    """The CPU formulation (a matmul over channels-last patches) and XLA's convolution, used
+    on other backends and for groups > 1: same outputs and same gradients."""
+    from jax import lax
+
+    from minitorch.nn.conv import conv_as_matmul
+
+    layer = nn.Conv2D(cin, cout, kernel, stride, padding, dilation=dilation)
+    w = layer.init(jax.random.key(0))["W"]
+    x = jax.random.normal(jax.random.key(1), (3, cin, *hw))
+    pads = resolve_padding(padding, hw, layer.kernel_size, layer.stride, layer.dilation, "t")
+
+    def by_matmul(x, w):
+        return conv_as_matmul(x.transpose(0, 2, 3, 1), w, layer.stride, pads,
+                              layer.dilation).transpose(0, 3, 1, 2)
+
+    def by_xla(x, w):
+        return lax.conv_general_dilated(x, w, layer.stride, pads, rhs_dilation=layer.dilation,
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    np.testing.assert_allclose(jax.jit(by_matmul)(x, w), jax.jit(by_xla)(x, w), rtol=1e-5,
+                               atol=1e-5)
+    cotangent = jax.random.normal(jax.random.key(2), jax.eval_shape(by_xla, x, w).shape)
+    grads = [jax.jit(lambda x, w, f=f: jax.vjp(f, x, w)[1](cotangent))(x, w)
+             for f in (by_matmul, by_xla)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

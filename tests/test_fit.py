@@ -161,3 +161,12 @@ def test_conv_nets_default_to_steps_and_resume_exactly():
 def test_bad_loop_mode():
     with pytest.raises(ValueError, match="fit: loop must be 'auto', 'scan' or 'steps'"):
         fit(mlp(), LOSS, optim.sgd(0.1), data(), epochs=1, batch_size=10, loop="fast")
+
+
+def test_auto_loop_steps_only_through_grouped_convolutions_on_cpu():
+    from minitorch.fit import _has_slow_conv
+
+    plain = nn.Net([nn.Conv2D(2, 4, 3), nn.ReLU(), nn.Flatten()])
+    grouped = nn.Net([nn.Linear(4, 4), nn.Net([nn.Conv2D(2, 4, 3, groups=2)])])
+    assert not _has_slow_conv(plain)
+    assert _has_slow_conv(grouped) == (jax.default_backend() == "cpu")
