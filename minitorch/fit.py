@@ -57,8 +57,9 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
     full, rest, probe_every = _epoch_sizes(num_examples, batch_size, drop_last, probe_every)
     probes = full // probe_every
 
-    def steps(fn, carry, xs):
-        """Scan ``fn`` over the steps described by ``xs``: (steps done before, rows, key)."""
+    def steps(fn, carry, xs, data):
+        """Scan ``fn`` over the steps ``xs`` = (steps done before each, its rows of
+        ``data``, its key)."""
         def body(carry, xs):
             done, rows, step_key = xs
             *carry, metrics = fn(*carry, jax.tree.map(lambda a: a[rows], data), step_key)
@@ -67,8 +68,7 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
                              lambda: jax.debug.callback(on_step, done + 1), lambda: None)
             return tuple(carry), metrics
 
-        data = xs[-1]
-        return jax.lax.scan(body, carry, xs[:-1])
+        return jax.lax.scan(body, carry, xs)
 
     def epoch(params, state, opt_state, data, key, index):
         order, keys = _epoch_plan(key, index, num_examples, full, shuffle)
@@ -76,7 +76,7 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
         xs = (jnp.arange(full), rows, keys[:-1])
         carry = (params, state, opt_state)
         if probe is None:
-            carry, metrics = steps(update, carry, (*xs, data))
+            carry, metrics = steps(update, carry, xs, data)
             extra = {}
         else:
             # Intervals of probe_every - 1 plain steps and one probe step, then the steps
@@ -85,14 +85,14 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
             head = probes * probe_every
 
             def interval(carry, xs):
-                carry, plain = steps(update, carry, (*[a[:-1] for a in xs], data))
-                carry, probed = steps(probe, carry, (*[a[-1:] for a in xs], data))
+                carry, plain = steps(update, carry, [a[:-1] for a in xs], data)
+                carry, probed = steps(probe, carry, [a[-1:] for a in xs], data)
                 return carry, (plain, probed)
 
             carry, (plain, probed) = jax.lax.scan(
                 interval, carry,
                 [a[:head].reshape(probes, probe_every, *a.shape[1:]) for a in xs])
-            carry, tail = steps(update, carry, (*[a[head:] for a in xs], data))
+            carry, tail = steps(update, carry, [a[head:] for a in xs], data)
             extra = {k: probed.pop(k).sum() / probes for k in list(probed) if "/" in k}
             metrics = {k: jnp.concatenate([plain[k].ravel(), probed[k].ravel(), tail[k]])
                        for k in tail}
