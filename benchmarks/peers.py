@@ -73,6 +73,17 @@ def _sgd():
     return optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
 
 
+def _init_apply_run(w: Workload, init, apply) -> Run:
+    """A run() for a library of init/apply pairs (stax, Flax linen, Haiku): an NHWC batch,
+    ``params = init(key, x)``, the optax step around ``apply(params, x)``."""
+    x, y = w.data()
+    x = _nhwc(x)
+    params = init(jax.random.key(0), x)
+    tx = _sgd()
+    step = _optax_step(lambda p, x, y: _xent(apply(p, x), y), tx)
+    return _carry(step, params, tx.init(params), x, y)
+
+
 # ---- minitorch and raw JAX --------------------------------------------------------------
 
 def minitorch(w: Workload) -> Callable[[], Run]:
@@ -120,12 +131,7 @@ def stax(w: Workload) -> Callable[[], Run]:
                 layers += [st.Dense(width), st.Relu]
             layers.append(st.Dense(w.classes))
         init, apply = st.serial(*layers)
-        x, y = w.data()
-        x = _nhwc(x)
-        _, params = init(jax.random.key(0), x.shape)
-        tx = _sgd()
-        step = _optax_step(lambda p, x, y: _xent(apply(p, x), y), tx)
-        return _carry(step, params, tx.init(params), x, y)
+        return _init_apply_run(w, lambda key, x: init(key, x.shape)[1], apply)
 
     return make
 
@@ -149,13 +155,8 @@ def flax_linen(w: Workload) -> Callable[[], Run]:
             return nn.Dense(w.classes)(x)
 
     def make():
-        x, y = w.data()
-        x = _nhwc(x)
         model = Net()
-        params = model.init(jax.random.key(0), x)
-        tx = _sgd()
-        step = _optax_step(lambda p, x, y: _xent(model.apply(p, x), y), tx)
-        return _carry(step, params, tx.init(params), x, y)
+        return _init_apply_run(w, model.init, model.apply)
 
     return make
 
@@ -217,13 +218,8 @@ def haiku(w: Workload) -> Callable[[], Run]:
         return hk.nets.MLP([*_widths(w)[1:]])(x)
 
     def make():
-        x, y = w.data()
-        x = _nhwc(x)
         model = hk.without_apply_rng(hk.transform(forward))
-        params = model.init(jax.random.key(0), x)
-        tx = _sgd()
-        step = _optax_step(lambda p, x, y: _xent(model.apply(p, x), y), tx)
-        return _carry(step, params, tx.init(params), x, y)
+        return _init_apply_run(w, model.init, model.apply)
 
     return make
 
