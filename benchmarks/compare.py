@@ -44,9 +44,10 @@ from benchmarks.workloads import WORKLOADS  # noqa: E402
 
 MATMUL = "matmul 2048"
 MATMUL_FLOPS = 2 * 2048 ** 3
+# What each implementation imports (raw JAX and stax: jax), plus optax, the yardstick.
 IMPORTS = {"minitorch": "minitorch", "optax": "optax", "jax": "jax",
            "Flax linen": "flax.linen", "Flax NNX": "flax.nnx", "Haiku": "haiku",
-           "Equinox": "equinox", "PyTorch": "torch"}
+           "Equinox": "equinox", "PyTorch eager": "torch"}
 PACKAGES = ("jax", "jaxlib", "optax", "flax", "dm-haiku", "equinox", "torch", "numpy")
 
 
@@ -78,8 +79,7 @@ def import_times(rounds, impls=tuple(IMPORTS)):
     """Seconds to import minitorch, optax, jax and the modules of ``impls`` that are
     installed, each in a fresh interpreter, less the bare interpreter's start."""
     wanted = {name: module for name, module in IMPORTS.items()
-              if (name in ("minitorch", "optax", "jax") or name in impls
-                  or (name == "PyTorch" and "PyTorch eager" in impls))
+              if (name in ("minitorch", "optax", "jax") or name in impls)
               and importlib.util.find_spec(module.split(".")[0]) is not None}
     def once(module):
         code = f"import {module}" if module else "pass"
