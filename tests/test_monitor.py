@@ -105,6 +105,50 @@ def test_step_and_fit_record_telemetry():
     assert len(history["grad_norm/0"]) == 2 and len(history["act_dead/1"]) == 2
 
 
+def test_step_records_telemetry_at_the_interval_the_caller_chooses():
+    """``step(..., telemetry=i % 2 == 0)``: telemetry on even calls only, and the params
+    after four calls are those of four plain steps (recording changes nothing)."""
+    from minitorch import train
+
+    n, params, x, y = setup()
+    opt = optim.sgd(0.1, momentum=0.9)
+    plain = train.make_step(n, losses.softmax_cross_entropy, opt, donate=False)
+    step = train.make_step(n, losses.softmax_cross_entropy, opt, telemetry=True,
+                           donate=False)
+    p_plain, o_plain = params, opt.init(params)
+    p, o = params, opt.init(params)
+    recorded = []
+    for i in range(4):
+        p_plain, o_plain, m_plain = plain(p_plain, o_plain, (x, y), None)
+        p, o, metrics = step(p, o, (x, y), None, telemetry=i % 2 == 0)
+        recorded.append("grad_norm/0" in metrics)
+        np.testing.assert_allclose(metrics["loss"], m_plain["loss"], rtol=1e-6)
+    assert recorded == [True, False, True, False]
+    assert set(metrics) == set(m_plain)  # an unrecorded call returns the plain metrics
+    chex.assert_trees_all_close(p, p_plain, rtol=1e-6)
+    _, _, default = step(p, o, (x, y), None)  # the default records
+    assert "act_dead/1" in default
+
+
+def test_pmapped_step_chooses_telemetry_per_call():
+    from functools import partial
+
+    from minitorch import parallel, train
+
+    n, params, x, y = setup()
+    opt = optim.sgd(0.1)
+    step = train.make_step(n, losses.softmax_cross_entropy, opt, axis_name="batch",
+                           jit=False, telemetry=True)
+    batch = parallel.split((x, y), 1)
+    args = (parallel.replicate(params, 1), parallel.replicate(opt.init(params), 1), batch,
+            None)
+    _, _, recorded = jax.pmap(step, axis_name="batch", in_axes=(0, 0, 0, None))(*args)
+    _, _, plain = jax.pmap(partial(step, telemetry=False), axis_name="batch",
+                           in_axes=(0, 0, 0, None))(*args)
+    assert "grad_norm/0" in recorded and "grad_norm/0" not in plain
+    np.testing.assert_allclose(recorded["loss"], plain["loss"], rtol=1e-6)
+
+
 def test_fit_telemetry_probe_changes_no_params():
     import contextlib
     import io
