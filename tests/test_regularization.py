@@ -35,6 +35,13 @@ class DropoutTest(chex.TestCase):
         np.testing.assert_array_equal(a, b)
         self.assertFalse(np.array_equal(a, c))
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_mask_is_jax_random_bernoulli_of_the_key(self):
+        x, key = jnp.arange(1.0, 65.0).reshape(8, 8), jax.random.key(4)
+        y = self.variant(lambda x, k: nn.Dropout(0.25).apply({}, x, key=k, train=True))(x, key)
+        keep = np.asarray(jax.random.bernoulli(key, 0.75, (8, 8)))
+        np.testing.assert_allclose(y, np.where(keep, np.asarray(x) / 0.75, 0.0), rtol=1e-6)
+
     def test_raw_uint32_keys_work(self):
         y = nn.Dropout(0.5).apply({}, jnp.ones(100), key=jax.random.PRNGKey(0), train=True)
         self.assertTrue(0 < np.mean(np.asarray(y) == 0) < 1)

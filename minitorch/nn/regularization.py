@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
 from minitorch.errors import KeyArgError
+from minitorch.nn.bernoulli import bernoulli
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, check_float, check_key, check_params
 
 
@@ -37,5 +37,6 @@ class Dropout(Layer):
             raise KeyArgError("Dropout", "expected a PRNG key with train=True (pass key=...), "
                               "received key=None; use train=False for evaluation")
         check_key(self, key)
-        keep = jax.random.bernoulli(key, 1.0 - self.rate, jnp.shape(x))
+        # jax.random.bernoulli's mask, but fused on the CPU (see nn/bernoulli.py)
+        keep = bernoulli(key, 1.0 - self.rate, jnp.shape(x))
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype)).astype(x.dtype)
