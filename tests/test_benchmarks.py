@@ -35,3 +35,19 @@ def test_minitorch_and_raw_steps_compute_the_same_losses():
         np.testing.assert_allclose(losses["minitorch"], losses["raw JAX"], rtol=2e-5)
         assert np.all(np.isfinite(losses["minitorch"]))
         assert losses["minitorch"][0] != losses["minitorch"][2]  # the params did change
+
+
+def test_dropout_benchmark_times_like_for_like():
+    """benchmarks/dropout_mask.py's stand-in for the old Dropout (jax.random.bernoulli) and
+    nn.Dropout train the digits CNN identically: the benchmark times the mask, nothing else."""
+    import jax
+
+    from benchmarks.dropout_mask import JaxDropout, step_runner
+    from minitorch import nn
+
+    runs = {name: step_runner(layer) for name, layer in (("jax", JaxDropout),
+                                                         ("minitorch", nn.Dropout))}
+    (p_jax, m_jax), (p_ours, m_ours) = runs["jax"](), runs["minitorch"]()
+    np.testing.assert_array_equal(m_jax["loss"], m_ours["loss"])
+    for a, b in zip(jax.tree.leaves(p_jax), jax.tree.leaves(p_ours)):
+        np.testing.assert_array_equal(a, b)
