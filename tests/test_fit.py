@@ -170,3 +170,74 @@ def test_auto_loop_steps_only_through_grouped_convolutions_on_cpu():
     grouped = nn.Net([nn.Linear(4, 4), nn.Net([nn.Conv2D(2, 4, 3, groups=2)])])
     assert not _has_slow_conv(plain)
     assert _has_slow_conv(grouped) == (jax.default_backend() == "cpu")
+
+
+@pytest.mark.parametrize("probe_every", [None, 3])
+def test_on_step_reports_every_step_every_steps_and_can_be_switched_off(probe_every):
+    """``on_step`` sees 4, 8, ... of 10 full steps (chunks without a probe, a per-step check
+    with one); ``report=False`` silences it without changing a single number."""
+    net, opt = mlp(0.2), optim.sgd(0.05, momentum=0.9)
+    x, y = data(166)  # 10 full batches of 16 and a last one of 6
+    update = train.make_update(net, LOSS, opt)
+    probe = train.make_update(net, LOSS, opt, telemetry=True) if probe_every else None
+    seen = []
+    epoch = make_epoch(update, 166, 16, on_step=lambda done: seen.append(int(done)),
+                       step_every=4, probe=probe, probe_every=probe_every)
+    quiet = make_epoch(update, 166, 16, probe=probe, probe_every=probe_every)
+    params, key = net.init(jax.random.key(0)), jax.random.key(5)
+    runs = {}
+    for name, fn, kwargs in (("reported", epoch, {}), ("off", epoch, {"report": False}),
+                             ("no on_step", quiet, {})):
+        runs[name] = fn(jax.tree.map(jnp.copy, params), None, opt.init(params), (x, y), key,
+                        2, **kwargs)
+        jax.block_until_ready(runs[name])
+        if name == "reported":
+            assert sorted(seen) == [4, 8]
+            seen.clear()
+    assert seen == []  # report=False
+    for name in ("off", "no on_step"):
+        chex.assert_trees_all_close(runs[name][0], runs["reported"][0], rtol=1e-6)
+        np.testing.assert_allclose(runs[name][3]["loss"], runs["reported"][3]["loss"],
+                                   rtol=1e-6)
+
+
+def test_step_every_must_be_positive():
+    update = train.make_update(mlp(), LOSS, optim.sgd(0.1))
+    with pytest.raises(ValueError, match="make_epoch: step_every must be >= 1, received 0"):
+        make_epoch(update, 100, 10, on_step=print, step_every=0)
+
+
+@pytest.mark.parametrize("threshold, live_epochs", [(0.0, 3), (1e9, 1)])
+def test_bar_moves_inside_epochs_only_when_they_are_long(monkeypatch, threshold, live_epochs):
+    """Host calls from inside the compiled epoch cost ~1 ms each: after the first epoch,
+    only epochs at least LIVE_BAR_SECONDS long keep them (a runtime switch, same numbers)."""
+    pytest.importorskip("tqdm")
+    import minitorch.fit as fit_module
+
+    calls = []
+    original = fit_module._bar_advance
+
+    def counting(bar, start, ticks):
+        advance = original(bar, start, ticks)
+        return lambda done: (calls.append(int(done)), advance(done))
+
+    monkeypatch.setattr(fit_module, "_bar_advance", counting)
+    monkeypatch.setattr(fit_module, "LIVE_BAR_SECONDS", threshold)
+    x, y = data(640)  # 40 steps per epoch: the bar moves every 4 steps inside an epoch
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        params, _, _ = fit(mlp(), LOSS, optim.sgd(0.05), (x, y), epochs=3, batch_size=16,
+                           seed=0)
+    assert len(calls) == 10 * live_epochs
+    assert "120/120" in err.getvalue()
+    with contextlib.redirect_stderr(io.StringIO()):
+        quiet, _, _ = fit(mlp(), LOSS, optim.sgd(0.05), (x, y), epochs=3, batch_size=16,
+                          seed=0, progress=False)
+    chex.assert_trees_all_close(params, quiet, rtol=1e-6)
+
+
+def test_epoch_seconds_from_progress_ticks():
+    from minitorch.fit import _epoch_seconds
+
+    assert _epoch_seconds([(10.0, 4), (10.3, 8), (11.2, 20)], 40, 5.0) == pytest.approx(3.0)
+    assert _epoch_seconds([(10.0, 4)], 40, 5.0) == 5.0  # one tick: the measured time
+    assert _epoch_seconds([], 40, 0.2) == 0.2
