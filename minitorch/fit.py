@@ -231,7 +231,9 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         that epoch's logs (``loss``, ``accuracy``, ``val_loss``, ..., ``time``) and a context
         dict holding ``params``, ``state``, ``opt_state`` and ``history``; a callback that
         returns True stops training (see :class:`EarlyStopping`).
-      progress: show a tqdm progress bar that advances inside the compiled epoch.
+      progress: show a tqdm progress bar. It advances from inside the compiled epoch
+        (about ten times an epoch) while epochs take at least ``LIVE_BAR_SECONDS`` (1 s),
+        otherwise once per epoch: each update from inside costs ~1 ms.
       shuffle, drop_last: as a ``DataLoader``'s.
       checkpoint: a :class:`~minitorch.checkpoint.CheckpointManager`. ``fit`` saves params,
         optimiser state, net state and history after every epoch, and when the manager
