@@ -194,3 +194,28 @@ def test_probe_intervals_agree_between_scan_and_steps(every):
     np.testing.assert_allclose(scan[2]["loss"], plain[2]["loss"], rtol=1e-6)
     for name in ("grad_norm/0", "act_mean/1", "update_ratio/0.W"):
         np.testing.assert_allclose(scan[2][name], steps[2][name], rtol=1e-5)
+
+
+def test_telemetry_switch_with_state_and_checks():
+    """The per-call switch works for a net with BatchNorm (state in and out) and for a
+    checked step."""
+    from minitorch import train
+
+    n = nn.Net([nn.Linear(4, 6), nn.BatchNorm(6), nn.ReLU(), nn.Linear(6, 3)])
+    _, _, x, y = setup()
+    params, state, opt = n.init(jax.random.key(0)), n.init_state(), optim.sgd(0.1)
+    step = train.make_step(n, losses.softmax_cross_entropy, opt, telemetry=True,
+                           donate=False)
+    *_, recorded = step(params, state, opt.init(params), (x, y), None)
+    p_plain, s_plain, _, plain = step(params, state, opt.init(params), (x, y), None,
+                                      telemetry=False)
+    assert "act_dead/2" in recorded and "act_dead/2" not in plain
+    chex.assert_trees_all_close(s_plain, step(params, state, opt.init(params), (x, y),
+                                              None)[1])
+    checked = train.make_step(net(), losses.softmax_cross_entropy, opt, telemetry=True,
+                              checked=True)
+    p0 = net().init(jax.random.key(0))
+    assert "grad_norm/0" in checked(p0, opt.init(p0), (x, y), None)[2]
+    assert "grad_norm/0" not in checked(p0, opt.init(p0), (x, y), None, telemetry=False)[2]
+    with pytest.raises(ValueError, match="labels are class ids outside"):
+        checked(p0, opt.init(p0), (x, y + 5), None, telemetry=False)
