@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -32,6 +33,23 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, rounds: int = 15
             jax.block_until_ready(out)
             times[name].append((time.perf_counter() - start) / repeats)
     return times
+
+
+def repeated_steps(calls: int, params: Any, opt_state: Any,
+                   call: Callable[[Any, Any, int], tuple[Any, Any, Any]]) -> Callable[[], object]:
+    """A candidate for :func:`interleaved`: ``calls`` training steps
+    ``call(params, opt_state, i) -> (params, opt_state, metrics)``, carrying the params and
+    optimiser state from one run to the next; returns the last params and metrics."""
+    carry = {"params": params, "opt": opt_state}
+
+    def run():
+        p, o = carry["params"], carry["opt"]
+        for i in range(calls):
+            p, o, metrics = call(p, o, i)
+        carry["params"], carry["opt"] = p, o
+        return p, metrics
+
+    return run
 
 
 def median(values: list[float]) -> float:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 from digits_cnn import digits_cnn, load
 
-from benchmarks.common import interleaved, machine, median, ratio_spread
+from benchmarks.common import interleaved, machine, median, ratio_spread, repeated_steps
 from minitorch import losses, nn, optim, train
 from minitorch.nn.bernoulli import bernoulli
 
@@ -60,18 +60,9 @@ def step_runner(dropout_layer):
               for layer in layers]
     net, opt = nn.Net(layers), optim.sgd(0.05, momentum=0.9, nesterov=True)
     step = train.make_step(net, losses.softmax_cross_entropy, opt)
-    carry = {"params": net.init(jax.random.key(0))}
-    carry["opt"] = opt.init(carry["params"])
-    key = jax.random.key(1)
-
-    def run():
-        p, o = carry["params"], carry["opt"]
-        for _ in range(CALLS):
-            p, o, metrics = step(p, o, batch, key)
-        carry["params"], carry["opt"] = p, o
-        return p, metrics
-
-    return run
+    params, key = net.init(jax.random.key(0)), jax.random.key(1)
+    return repeated_steps(CALLS, params, opt.init(params),
+                          lambda p, o, _: step(p, o, batch, key))
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import interleaved, machine, median, ratio_spread
+from benchmarks.common import interleaved, machine, median, ratio_spread, repeated_steps
 from benchmarks.workloads import WORKLOADS, minitorch_net, raw_init, raw_step_fn
 from minitorch import losses, optim, train
 
@@ -29,32 +29,20 @@ def candidates(w):
     x, y = w.data()
     net = minitorch_net(w)
     opt = optim.sgd(0.01, momentum=0.9)
-    runs = {}
-    for accuracy in (False, True):
+
+    def pair(accuracy):
         suffix = " +acc" if accuracy else ""
         step = train.make_step(net, losses.softmax_cross_entropy, opt, accuracy=accuracy)
-        params = net.init(jax.random.key(0))
-        runs["minitorch" + suffix] = looped(w, step, params, opt.init(params), lambda s, p, o:
-                                            s(p, o, (x, y), None))
-        params = raw_init(w, jax.random.key(0))
-        runs["raw JAX" + suffix] = looped(w, raw_step_fn(w, accuracy), params,
-                                          jax.tree.map(jax.numpy.zeros_like, params),
-                                          lambda s, p, v: s(p, v, x, y))
-    return runs
+        raw_step = raw_step_fn(w, accuracy)
+        params, raw_params = net.init(jax.random.key(0)), raw_init(w, jax.random.key(0))
+        return {
+            "minitorch" + suffix: repeated_steps(w.calls, params, opt.init(params),
+                                                 lambda p, o, _: step(p, o, (x, y), None)),
+            "raw JAX" + suffix: repeated_steps(w.calls, raw_params,
+                                               jax.tree.map(jax.numpy.zeros_like, raw_params),
+                                               lambda p, v, _: raw_step(p, v, x, y))}
 
-
-def looped(w, step, params, opt_state, call):
-    """A candidate: ``w.calls`` steps, carrying params and optimiser state across calls."""
-    carry = {"params": params, "opt": opt_state}
-
-    def run():
-        p, o = carry["params"], carry["opt"]
-        for _ in range(w.calls):
-            p, o, _ = call(step, p, o)
-        carry["params"], carry["opt"] = p, o
-        return p
-
-    return run
+    return {**pair(False), **pair(True)}
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 from digits_cnn import digits_cnn, load
 
-from benchmarks.common import interleaved, machine, median, ratio_spread
+from benchmarks.common import interleaved, machine, median, ratio_spread, repeated_steps
 from minitorch import losses, monitor, optim, train
 
 CALLS = 20
@@ -45,21 +45,10 @@ def runner(telemetry: bool, every: int = 1, floor: bool = False):
         step = train.make_step(None, activation_means_objective(net), opt)
     else:
         step = train.make_step(net, losses.softmax_cross_entropy, opt, telemetry=telemetry)
-    carry = {"params": net.init(jax.random.key(0))}
-    carry["opt"] = opt.init(carry["params"])
-    key = jax.random.key(1)
-    record = {"telemetry": True} if telemetry else {}
-
-    def run():
-        p, o = carry["params"], carry["opt"]
-        for i in range(CALLS):
-            if telemetry:
-                record["telemetry"] = i % every == 0
-            p, o, metrics = step(p, o, batch, key, **record)
-        carry["params"], carry["opt"] = p, o
-        return p, metrics
-
-    return run
+    params, key = net.init(jax.random.key(0)), jax.random.key(1)
+    record = (lambda i: {"telemetry": i % every == 0}) if telemetry else (lambda i: {})
+    return repeated_steps(CALLS, params, opt.init(params),
+                          lambda p, o, i: step(p, o, batch, key, **record(i)))
 
 
 def activation_means_objective(net):
