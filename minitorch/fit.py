@@ -80,18 +80,15 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
         """``update`` over ``xs`` in chunks of ``step_every`` steps, ``on_step`` after each
         chunk when ``report``: no condition inside the steps' loop (one cost 3-5% of the
         digits CNN's epoch even when it never fired; this costs ~2%)."""
-        chunks = full // step_every
-
         def chunk(carry, xs):
             carry, metrics = steps(update, carry, xs, data)
             jax.lax.cond(report, lambda: jax.debug.callback(on_step, xs[0][-1] + 1),
                          lambda: None)
             return carry, metrics
 
-        carry, head = jax.lax.scan(
-            chunk, carry,
-            [a[:chunks * step_every].reshape(chunks, step_every, *a.shape[1:]) for a in xs])
-        carry, tail = steps(update, carry, [a[chunks * step_every:] for a in xs], data)
+        intervals, rest_xs = _in_intervals(xs, step_every)
+        carry, head = jax.lax.scan(chunk, carry, intervals)
+        carry, tail = steps(update, carry, rest_xs, data)
         return carry, jax.tree.map(lambda h, t: jnp.concatenate([h.ravel(), t]), head, tail)
 
     def epoch(params, state, opt_state, data, key, index, report=True):
@@ -109,18 +106,16 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
             # Intervals of probe_every - 1 plain steps and one probe step, then the steps
             # after the last interval: the probe's cost is paid only where it runs (a
             # lax.cond choosing between the two at every step cost 12% of a CNN's epoch).
-            head = probes * probe_every
             report = None if on_step is None else jnp.asarray(report)
+            intervals, rest_xs = _in_intervals(xs, probe_every)
 
             def interval(carry, xs):
                 carry, plain = steps(update, carry, [a[:-1] for a in xs], data, report)
                 carry, probed = steps(probe, carry, [a[-1:] for a in xs], data, report)
                 return carry, (plain, probed)
 
-            carry, (plain, probed) = jax.lax.scan(
-                interval, carry,
-                [a[:head].reshape(probes, probe_every, *a.shape[1:]) for a in xs])
-            carry, tail = steps(update, carry, [a[head:] for a in xs], data, report)
+            carry, (plain, probed) = jax.lax.scan(interval, carry, intervals)
+            carry, tail = steps(update, carry, rest_xs, data, report)
             extra = {k: probed.pop(k).sum() / probes for k in list(probed) if "/" in k}
             metrics = {k: jnp.concatenate([plain[k].ravel(), probed[k].ravel(), tail[k]])
                        for k in tail}
@@ -133,6 +128,15 @@ def make_epoch(update: Callable, num_examples: int, batch_size: int, *, shuffle:
         return (*carry, {**jax.tree.map(lambda t: t / seen, totals), **extra})
 
     return jax.jit(epoch, donate_argnums=(0, 1, 2)) if jit else epoch
+
+
+def _in_intervals(xs: list[Array] | tuple[Array, ...], size: int
+                  ) -> tuple[list[Array], list[Array]]:
+    """Split per-step arrays ``(steps, ...)`` into whole intervals ``(steps // size, size,
+    ...)`` and the steps after the last interval."""
+    head = len(xs[0]) // size * size
+    return ([a[:head].reshape(head // size, size, *a.shape[1:]) for a in xs],
+            [a[head:] for a in xs])
 
 
 def _epoch_sizes(num_examples: int, batch_size: int, drop_last: bool,
