@@ -110,7 +110,9 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, *,
     _floating(logits, "logits", where)
     _floating(targets, "targets", where)
     _same_shape(logits, targets, ("logits", "targets"), where)
-    loss = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    # softplus is logaddexp(x, 0), whose JVP is sigmoid(x) everywhere; the equal form
+    # max(x, 0) + log1p(exp(-|x|)) lets autodiff take one-sided derivatives at x = 0.
+    loss = jax.nn.softplus(logits) - logits * targets
     return _reduce(loss, reduction, where)
 
 

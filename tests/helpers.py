@@ -66,11 +66,34 @@ def log_softmax_ref(z, axis=-1):
     return z - m - np.log(np.exp(z - m).sum(axis=axis, keepdims=True))
 
 
-def check_layer_grads(layer, params, x, *, key=None, train=False, order=1):
-    """Finite-difference check of ``layer.apply`` in float64, w.r.t. params and input."""
+def assert_jit_grads_match_eager(fn, *args, rtol=1e-5, atol=1e-6):
+    """``jax.jit(jax.grad(...))`` of ``fn`` exists and equals the eager gradient.
+
+    Autodiff inside ``jit`` takes other code paths than eagerly (every intermediate is a
+    tracer), so a layer can be differentiable eagerly and not under ``jit``. The scalar
+    is ``sum(sin(fn(*args)))``: a cotangent that differs per output element.
+    """
+    def scalar(*a):
+        return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(fn(*a)))
+
+    argnums = tuple(range(len(args)))
+    eager = jax.grad(scalar, argnums=argnums)(*args)
+    jitted = jax.jit(jax.grad(scalar, argnums=argnums))(*args)
+    for got, want in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def check_layer_grads(layer, params, x, *, key=None, train=False, order=1, **kwargs):
+    """Finite-difference check of ``layer.apply`` in float64, w.r.t. params and input,
+    and the same gradients taken under ``jit``."""
     from jax.test_util import check_grads
 
     with jax.enable_x64(True):
-        params64, x64 = to_f64(params), to_f64(jnp.asarray(x))
-        check_grads(lambda p, v: layer.apply(p, v, key=key, train=train), (params64, x64),
-                    order=order, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+        params64, x64 = to_f64(params), to_f64(jax.tree.map(jnp.asarray, x))
+
+        def fn(p, v):
+            return layer.apply(p, v, key=key, train=train, **kwargs)
+
+        check_grads(fn, (params64, x64), order=order, modes=("fwd", "rev"), atol=1e-5,
+                    rtol=1e-5)
+        assert_jit_grads_match_eager(fn, params64, x64, rtol=1e-9, atol=1e-12)

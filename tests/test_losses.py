@@ -2,6 +2,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +11,7 @@ from jax.test_util import check_grads
 
 from minitorch import losses
 from minitorch.errors import DTypeError, ShapeError
-from tests.helpers import log_softmax_ref
+from tests.helpers import assert_jit_grads_match_eager, log_softmax_ref
 
 REDUCE = {"mean": np.mean, "sum": np.sum, "none": lambda a: a}
 
@@ -128,6 +129,7 @@ class LossGradientTest(parameterized.TestCase):
         with jax.enable_x64(True):
             args = [jnp.asarray(a, jnp.float64) for a in args]
             check_grads(fn, args, order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+            assert_jit_grads_match_eager(fn, *args, rtol=1e-9, atol=1e-12)
 
     def test_mse(self):
         self._check(losses.mse, self.rng.normal(size=(3, 2)), self.rng.normal(size=(3, 2)))
@@ -156,6 +158,50 @@ class LossGradientTest(parameterized.TestCase):
         grad = jax.grad(losses.softmax_cross_entropy)(logits, labels)
         expected = (np.exp(log_softmax_ref(logits)) - np.eye(4)[labels]) / 5
         np.testing.assert_allclose(grad, expected, atol=1e-7)
+
+
+def _torch_grad(name, *args):
+    """The gradient of ``torch.nn.functional.<name>`` w.r.t. its first argument (float64)."""
+    torch = pytest.importorskip("torch")
+    fn = getattr(torch.nn.functional, name)
+    first = torch.tensor(np.asarray(args[0], np.float64), requires_grad=True)
+    rest = [torch.tensor(a if np.issubdtype(np.asarray(a).dtype, np.integer)
+                         else np.asarray(a, np.float64)) for a in args[1:]]
+    fn(first, *rest).backward()
+    return first.grad.numpy()
+
+
+# Points where a loss's formula has a kink or a tie: autodiff of a piecewise form can pick a
+# one-sided derivative there. Each case: (minitorch loss, torch.nn.functional
+# name, first arg, second arg).
+KINKS = {
+    "bce_with_logits_at_zero_logits": (
+        losses.binary_cross_entropy_with_logits,
+        "binary_cross_entropy_with_logits",
+        np.zeros(4), np.array([0.0, 1.0, 0.5, 0.3])),
+    "bce_at_probabilities_0_and_1": (
+        losses.binary_cross_entropy, "binary_cross_entropy",
+        np.array([0.0, 1.0, 0.0, 1.0, 0.5]), np.array([0.0, 1.0, 1.0, 0.0, 0.5])),
+    "softmax_xent_at_equal_logits": (
+        losses.softmax_cross_entropy, "cross_entropy",
+        np.zeros((3, 4)), np.array([0, 3, 1])),
+    "softmax_xent_at_tied_maxima": (
+        losses.softmax_cross_entropy, "cross_entropy",
+        np.array([[2.0, 2.0, -1.0], [5.0, 5.0, 5.0]]), np.array([0, 2])),
+    "mse_at_pred_equal_target": (
+        losses.mse, "mse_loss", np.ones(3), np.ones(3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KINKS))
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_gradient_at_kinks_and_ties_equals_pytorch(name, jit):
+    ours, theirs, first, second = KINKS[name]
+    expected = _torch_grad(theirs, first, second)
+    grad = jax.grad(lambda a: ours(a, jnp.asarray(second)))
+    got = (jax.jit(grad) if jit else grad)(jnp.asarray(first, jnp.float32))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 class LossErrorTest(parameterized.TestCase):

@@ -90,8 +90,10 @@ class MaxPool2D(_Pool2D):
         return tiles.max(axis=(2, 4))
 
     def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...]) -> Array:
-        return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, padding=pads,
-                                 **self._window())
+        # A Python scalar init value: lax.reduce_window then emits reduce_window_max, which
+        # has a JVP rule under jit (an array init value becomes a tracer that cannot be
+        # linearised).
+        return lax.reduce_window(x, -jnp.inf, lax.max, padding=pads, **self._window())
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -105,6 +107,5 @@ class AvgPool2D(_Pool2D):
         return tiles.mean(axis=(2, 4))
 
     def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...]) -> Array:
-        total = lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, padding=pads,
-                                  **self._window())
+        total = lax.reduce_window(x, 0.0, lax.add, padding=pads, **self._window())
         return total / math.prod(self.kernel_size)
