@@ -1,10 +1,13 @@
 """Errors raised by minitorch layers and nets.
 
 Every error a layer raises is a :class:`LayerError`; it names *where* it happened
-(the layer type, and inside a :class:`~minitorch.nn.Net` the layer's index) and
-*what* was expected and received. A ``Net`` re-raises an error of its i-th layer
-with ``layer i (Type)`` prepended, so a mistake deep inside nested nets reads as a
-path: ``layer 3 (Net) > layer 1 (Linear): expected input of shape (..., 64), received (8, 32)``.
+(the layer type, and inside a container the sub-layer's index or name) and *what* was
+expected and received. A container re-raises an error of a sub-layer with its label
+prepended (``layer i (Type)`` in a ``Net``, ``name (Type)`` in a ``Composite``), so a
+mistake deep inside compositions reads as a path::
+
+    layer 2 (Block) > attn (MultiHeadAttention): expected input of shape (N, L, 64),
+    received (4, 10, 32)
 
 The concrete classes also derive from the builtin a user would catch
 (``ValueError`` for shapes and values, ``TypeError`` for dtypes and key types).
@@ -26,14 +29,18 @@ class LayerError(Exception):
         self.detail = detail
         super().__init__(f"{' > '.join(self.where)}: {detail}")
 
-    def at(self, index: int, layer: object) -> LayerError:
-        """The same error seen from a Net, where ``layer`` is its ``index``-th layer."""
+    def at(self, label: int | str, layer: object) -> LayerError:
+        """The same error seen from the container whose sub-layer ``layer`` raised it.
+
+        ``label`` is how the container names that sub-layer: an index (a net's layer 2,
+        shown ``layer 2 (Linear)``) or a name (a composite's field, ``attn (MultiHeadAttention)``).
+        """
         name = type(layer).__name__
         inner = self.where[1:] if self.where and self.where[0] == name else self.where
         # A leaf layer's own "Linear" becomes "layer 2 (Linear)"; the path a nested
-        # Net reported stays below the nested Net's own index.
-        where = (f"layer {index} ({name})", *inner)
-        return type(self)(where, self.detail)
+        # container reported stays below the container's own label.
+        shown = f"layer {label}" if isinstance(label, int) else label
+        return type(self)((f"{shown} ({name})", *inner), self.detail)
 
 
 class ShapeError(LayerError, ValueError):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from minitorch.errors import LayerError
 from minitorch.nn.activations import LeakyReLU, ReLU
 from minitorch.nn.conv import Conv2D
-from minitorch.nn.core import Array, Layer, Net, Params, index_paths, layer_tree
+from minitorch.nn.core import Array, Layer, Net, Params
 from minitorch.nn.linear import Linear
 from minitorch.nn.pooling import AvgPool2D, MaxPool2D
 from minitorch.nn.regularization import Dropout
@@ -37,10 +37,13 @@ _SHAPE = (Flatten, Reshape)  # relevance is reshaped back
 _WEIGHTED = (Linear, Conv2D, AvgPool2D, MaxPool2D)  # relevance is redistributed by a rule
 
 
-def _layers(net: Layer, params: Params) -> list[tuple[str, Layer, Params]]:
-    """Nested nets flattened into ``(index path, layer, params)`` in order."""
-    return [(path, layer, p) for (path, layer), (_, p)
-            in zip(index_paths(layer_tree(net)), index_paths(params))]
+def _layers(net: Layer, params: Params, prefix: str = "") -> list[tuple[str, Layer, Params]]:
+    """A chain of nested nets flattened into ``(path, layer, params)`` in order; any other
+    layer (a leaf, or a composition LRP has no rule for) stands alone."""
+    if not isinstance(net, Net):
+        return [(prefix.rstrip(".") or "0", net, params)]
+    return [item for i, (layer, p) in enumerate(zip(net.layers, params))
+            for item in _layers(layer, p, f"{prefix}{i}.")]
 
 
 def _targets(logits: Array, target: Array | None) -> Array:

@@ -22,7 +22,7 @@ import optax
 from minitorch import train
 from minitorch.checkpoint import CheckpointManager
 from minitorch.nn.conv import Conv2D
-from minitorch.nn.core import Array, Layer, Net, Params, State
+from minitorch.nn.core import Array, Layer, Params, State, named_layers
 
 History = dict[str, list[float]]
 Callback = Callable[[int, dict[str, float], dict[str, Any]], Any]
@@ -357,9 +357,9 @@ def _epoch_seconds(ticks: list[tuple[float, int]], steps: int, measured: float) 
 def _has_slow_conv(layer: Layer) -> bool:
     """Whether ``layer`` holds a Conv2D that runs as XLA's convolution on the CPU (a grouped
     one), which XLA:CPU runs ~3x slower inside a ``lax.scan`` than as top-level kernels."""
-    if isinstance(layer, Net):
-        return any(_has_slow_conv(inner) for inner in layer.layers)
-    return isinstance(layer, Conv2D) and layer.groups > 1 and jax.default_backend() == "cpu"
+    return any(isinstance(sub, Conv2D) and sub.groups > 1
+               for sub in (layer, *named_layers(layer).values())) and \
+        jax.default_backend() == "cpu"
 
 
 def _record(history: History, epoch: int, logs: dict[str, float]) -> None:

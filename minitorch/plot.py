@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from minitorch.nn.core import index_paths
+from minitorch.nn.core import param_groups
 
 try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -87,13 +87,17 @@ def param_stats(history: History, *, path: str | os.PathLike | None = None) -> F
     return _finish(figure, path)
 
 
-def activation_heatmap(outputs: Sequence[Any], *, names: Sequence[str] | None = None,
+def activation_heatmap(outputs: Mapping[str, Any] | Sequence[Any], *,
+                       names: Sequence[str] | None = None,
                        path: str | os.PathLike | None = None) -> Figure:
     """One sample's activations, one row per layer (each layer's output flattened).
 
-    ``outputs``: per-layer outputs of one example (e.g. ``monitor.capture(net, params,
-    x[:1])``, nested nets flattened), each of any shape.
+    ``outputs``: per-layer outputs of one example, each of any shape: the ``{path: output}``
+    of ``monitor.capture(net, params, x[:1])`` (rows named by path), or a sequence.
     """
+    if isinstance(outputs, Mapping):
+        names = names or [f"layer {p}" for p in outputs]
+        outputs = list(outputs.values())
     flat = [np.ravel(np.asarray(o, np.float32)) for o in _flatten(outputs)]
     width = max(len(f) for f in flat)
     grid = np.full((len(flat), width), np.nan, np.float32)
@@ -117,7 +121,7 @@ def _flatten(outputs: Any) -> list[Any]:
 def grad_histograms(grads: Any, *, bins: int = 50,
                     path: str | os.PathLike | None = None) -> Figure:
     """A histogram of each layer's gradient entries (a net's grads: one entry per layer)."""
-    layers = [(p, t) for p, t in index_paths(grads) if jax.tree.leaves(t)]
+    layers = [(p, t) for p, t in param_groups(grads) if t]
     cols = min(len(layers), 4) or 1
     rows = math.ceil(len(layers) / cols) or 1
     figure = _figure(3.2 * cols, 2.6 * rows)

@@ -2,7 +2,8 @@
 
 Computed with ``jax.eval_shape``: no parameter is initialised and no FLOP is spent, so a
 summary of a large net is instant. A shape mismatch found on the way is reported as the
-core reports it (the layer's index path and type, expected and received shapes).
+core reports it (the layer's path and type, expected and received shapes). Containers
+(nested nets, ``Residual``, ``Parallel``, ``Composite``) are expanded, a row per sub-layer.
 
 Example::
 
@@ -12,6 +13,7 @@ Example::
     0      Conv2D     (N, 8, 8, 8)      80     320
     1      BatchNorm  (N, 8, 8, 8)      16      64
     ...
+    5      Net        (N, 32)            0       0
     5.0    Linear     (N, 32)        4,128  16,512
     ----------------------------------------------
     total: 4,554 params, 18,216 bytes (0.02 MiB); input (N, 1, 8, 8)
@@ -27,13 +29,14 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import LayerError
-from minitorch.nn.core import Layer, Net
+from minitorch.nn.core import Layer, named_layers
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One layer: its index path (``"3"``, or ``"1.0"`` inside a nested net), type name,
-    output shape (batch axis first), parameter count and parameter bytes."""
+    """One layer: its path (``"3"``, ``"1.0"`` inside a nested net, ``"2.attn"`` inside a
+    composite), type name, output shape (batch axis first), parameter count and bytes (a
+    container's own: none)."""
 
     index: str
     layer: str
@@ -80,7 +83,9 @@ def summary(net: Layer, input_shape: tuple[int, ...], *, dtype: Any = jnp.float3
     """Summarise ``net`` for inputs of shape ``(batch_size, *input_shape)``.
 
     Args:
-      net: a layer or a ``Net`` (nested nets are expanded, their rows indexed ``"i.j"``).
+      net: any layer. Containers are expanded: a row per sub-layer, indexed by its path
+        (``"3"``, ``"5.0"``, ``"2.attn"``); a container's row counts only its own params
+        (none), so the rows add up to the total.
       input_shape: one example's shape, without the batch axis.
       dtype: the input dtype (integer for ``Embedding`` nets).
       batch_size: the batch size used to trace (output shapes show it as ``N``).
@@ -89,29 +94,26 @@ def summary(net: Layer, input_shape: tuple[int, ...], *, dtype: Any = jnp.float3
       A :class:`Summary`: ``rows`` (index, layer, output shape, params, bytes) and totals.
     """
     x = jax.ShapeDtypeStruct((batch_size, *tuple(input_shape)), jnp.dtype(dtype))
-    rows: list[Row] = []
-    _walk(net, x, "", rows)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def trace(params: Any, state: Any, v: Any) -> Any:
+        def tap(path: str, y: Any) -> None:
+            shapes[path] = tuple(jnp.shape(y))
+
+        return net.run(params, state, v, tap=tap)[0]
+
+    try:
+        out = jax.eval_shape(trace, net.param_spec, net.state_spec, x)
+    except LayerError as err:  # the core's own error, without JAX's note on traced frames
+        raise type(err)(err.where, err.detail) from None
+    layers = named_layers(net) or {"0": net}
+    if len(layers) == 1 and "0" in layers and not net.children():
+        shapes["0"] = tuple(out.shape)
+    rows = [_row(path, layer, shapes.get(path, ())) for path, layer in layers.items()]
     return Summary(tuple(rows), tuple(input_shape), batch_size)
 
 
-def _walk(layer: Layer, x: Any, prefix: str, rows: list[Row]) -> Any:
-    if isinstance(layer, Net):
-        for i, inner in enumerate(layer.layers):
-            try:
-                x = _walk(inner, x, f"{prefix}{i}.", rows)
-            except LayerError as err:
-                raise err.at(i, inner).with_traceback(err.__traceback__) from None
-        return x
-    params, state = layer.param_spec, layer.state_spec
-
-    def apply(p, s, v):
-        if layer.stateful:
-            return layer.apply(p, v, state=s)[0]
-        return layer.apply(p, v)
-
-    out = jax.eval_shape(apply, params, state, x)
-    leaves = jax.tree.leaves(params)
-    rows.append(Row(prefix.rstrip(".") or "0", type(layer).__name__, tuple(out.shape),
-                    sum(math.prod(p.shape) for p in leaves),
-                    sum(math.prod(p.shape) * p.dtype.itemsize for p in leaves)))
-    return out
+def _row(path: str, layer: Layer, output_shape: tuple[int, ...]) -> Row:
+    own = [] if layer.children() else jax.tree.leaves(layer.param_spec)
+    return Row(path, type(layer).__name__, output_shape, sum(math.prod(p.shape) for p in own),
+               sum(math.prod(p.shape) * p.dtype.itemsize for p in own))

@@ -33,7 +33,7 @@ import optax
 from jax.experimental import checkify
 
 from minitorch import monitor
-from minitorch.nn.core import Array, Layer, Net, Params, PRNGKey, State
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, State
 
 Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
 Metrics = dict[str, Array]
@@ -56,10 +56,11 @@ def classification_metrics(outputs: Array, targets: Array) -> Metrics:
 
 
 def _forward(net: Layer, params: Params, state: State, x: Array, key: PRNGKey | None,
-             train: bool) -> tuple[Array, State]:
-    if net.stateful:
-        return net.apply(params, x, key=key, train=train, state=state)
-    return net.apply(params, x, key=key, train=train), state
+             train: bool, tap: Any = None) -> tuple[Array, State]:
+    # None stands for "no state" in the steps' uniform signature; a stateless net's state
+    # is its init_state(), a tree without arrays.
+    return net.run(params, net.init_state() if state is None else state, x, key=key,
+                   train=train, tap=tap)
 
 
 def _unpack(batch: Batch) -> tuple[Array, Array]:
@@ -91,38 +92,21 @@ def value_checks(x: Array, y: Array, outputs: Array, value: Array) -> None:
 def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True,
                          checked: bool = False, telemetry: bool = False) -> Callable:
     """``(params, state, (x, y), key) -> (loss, (metrics, state))`` for ``loss(net(x), y)``."""
-    if telemetry and not isinstance(net, Net):
-        raise TypeError("make_step: telemetry=True needs a Net (its layers are what it reports)")
-
     def objective(params, state, batch, key):
         x, y = _unpack(batch)
-        if telemetry:  # the same forward pass, keeping every layer's output
-            outputs_all, state = _captured_forward(net, params, state, x, key)
-            outputs = _last(outputs_all)
-        else:
-            outputs, state = _forward(net, params, state, x, key, train=True)
+        captured: dict[str, Any] = {}  # with telemetry, every sub-layer's output, by path
+        tap = captured.__setitem__ if telemetry else None
+        outputs, new_state = _forward(net, params, state, x, key, train=True, tap=tap)
+        state = new_state if state is not None else None
         value = loss(outputs, y)
         if checked:
             value_checks(x, y, outputs, value)
         extra = classification_metrics(outputs, y) if accuracy else {}
         if telemetry:
-            extra.update(_flat("act", monitor.activation_stats(net, outputs_all)))
+            extra.update(_flat("act", monitor.activation_stats(net, captured)))
         return value, ({"loss": value, **extra}, state)
 
     return objective
-
-
-def _captured_forward(net: Net, params: Params, state: State, x: Array,
-                      key: PRNGKey | None) -> tuple[list[Any], State]:
-    _, new_state, outputs = net._run(params, x, key=key, train=True,
-                                     state=state if net.stateful else None, capture=True)
-    return outputs, (new_state if net.stateful else state)
-
-
-def _last(outputs: list[Any]) -> Array:
-    while isinstance(outputs, list):
-        outputs = outputs[-1]
-    return outputs
 
 
 def _flat(prefix: str, stats: dict[str, Any]) -> Metrics:

@@ -55,20 +55,22 @@ def test_update_ratios():
 def test_capture_returns_every_output_and_ends_with_apply():
     n, params, x, _ = setup()
     outs = jax.jit(lambda p, v: monitor.capture(n, p, v))(params, x)
-    assert [np.shape(o) if not isinstance(o, list) else [np.shape(i) for i in o]
-            for o in outs] == [(8, 6), (8, 6), [(8, 5), (8, 5)], (8, 3)]
-    np.testing.assert_allclose(outs[-1], n.apply(params, x), rtol=1e-6)
-    np.testing.assert_allclose(outs[1], np.maximum(outs[0], 0))
+    assert {k: np.shape(o) for k, o in outs.items()} == {
+        "0": (8, 6), "1": (8, 6), "2.0": (8, 5), "2.1": (8, 5), "2": (8, 5), "3": (8, 3)}
+    np.testing.assert_allclose(outs["3"], n.apply(params, x), rtol=1e-6)
+    np.testing.assert_allclose(outs["1"], np.maximum(outs["0"], 0))
+    np.testing.assert_allclose(outs["2.1"], np.tanh(outs["2.0"]), rtol=1e-6)
+    np.testing.assert_array_equal(outs["2"], outs["2.1"])
 
 
 def test_activation_stats_and_dead_relus():
     n, params, x, _ = setup()
     params[0]["b"] = params[0]["b"].at[:3].set(-100.0)  # units 0-2 can never fire: dead
     stats = monitor.activation_stats(n, monitor.capture(n, params, x))
-    assert sorted(stats) == ["0", "1", "2.0", "2.1", "3"]
+    assert sorted(stats) == ["0", "1", "2", "2.0", "2.1", "3"]
     np.testing.assert_allclose(stats["1"]["dead"], 0.5)  # 3 of 6 units
     assert "dead" not in stats["2.1"]  # tanh units cannot die
-    out = np.asarray(monitor.capture(n, params, x)[2][1])
+    out = np.asarray(monitor.capture(n, params, x)["2.1"])
     np.testing.assert_allclose(stats["2.1"]["var"], out.var(), rtol=1e-5)
 
 
@@ -77,7 +79,7 @@ def test_capture_with_batchnorm_state():
     params, state = n.init(jax.random.key(0)), n.init_state()
     x = jnp.ones((5, 3))
     outs = monitor.capture(n, params, x, state=state, train=True)
-    np.testing.assert_allclose(outs[-1], n.apply(params, x, state=state, train=True)[0])
+    np.testing.assert_allclose(outs["2"], n.apply(params, x, state=state, train=True)[0])
 
 
 def test_step_and_fit_record_telemetry():

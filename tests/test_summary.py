@@ -14,13 +14,14 @@ def cnn():
 
 def test_rows_shapes_counts_and_totals():
     s = summary(cnn(), (1, 8, 8), batch_size=4)
-    assert [r.index for r in s.rows] == ["0", "1", "2", "3", "4", "5.0", "5.1", "6"]
+    assert [r.index for r in s.rows] == ["0", "1", "2", "3", "4", "5", "5.0", "5.1", "6"]
     assert [r.layer for r in s.rows] == ["Conv2D", "BatchNorm", "ReLU", "MaxPool2D", "Flatten",
-                                         "Linear", "ReLU", "Linear"]
+                                         "Net", "Linear", "ReLU", "Linear"]
     assert [r.output_shape for r in s.rows] == [(4, 8, 8, 8), (4, 8, 8, 8), (4, 8, 8, 8),
                                                 (4, 8, 4, 4), (4, 128), (4, 32), (4, 32),
-                                                (4, 10)]
-    assert [r.params for r in s.rows] == [80, 16, 0, 0, 0, 128 * 32 + 32, 0, 330]
+                                                (4, 32), (4, 10)]
+    # A container's row counts its own params (none): the rows add up to the total.
+    assert [r.params for r in s.rows] == [80, 16, 0, 0, 0, 0, 128 * 32 + 32, 0, 330]
     real = nn.count_params(cnn().init(jax.random.key(0)))
     assert s.total_params == real
     assert s.total_bytes == 4 * real

@@ -19,8 +19,9 @@ from minitorch.nn.activations import (
                                       Softmax,
                                       Tanh,
 )
+from minitorch.nn.compose import Composite, Parallel, Residual
 from minitorch.nn.conv import Conv2D
-from minitorch.nn.core import Layer, Net, count_params
+from minitorch.nn.core import Container, Layer, Net, count_params, intermediates, named_layers
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
 from minitorch.nn.normalization import BatchNorm, LayerNorm
@@ -29,8 +30,9 @@ from minitorch.nn.regularization import Dropout
 from minitorch.nn.reshape import Flatten, Reshape
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "Conv2D", "DTypeError", "Dropout", "Embedding", "Flatten", "GELU",
-    "KeyArgError", "Layer", "LayerError", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",
-    "MaxPool2D", "Net", "PReLU", "ParamsError", "ReLU", "Reshape", "ShapeError", "Sigmoid",
-    "Softmax", "StateError", "Tanh", "count_params", "init",
+    "AvgPool2D", "BatchNorm", "Composite", "Container", "Conv2D", "DTypeError", "Dropout",
+    "Embedding", "Flatten", "GELU", "KeyArgError", "Layer", "LayerError", "LayerNorm",
+    "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2D", "Net", "PReLU", "Parallel", "ParamsError",
+    "ReLU", "Reshape", "Residual", "ShapeError", "Sigmoid", "Softmax", "StateError", "Tanh",
+    "count_params", "init", "intermediates", "named_layers",
 ]

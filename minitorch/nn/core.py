@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import jax
@@ -36,6 +36,9 @@ State = Any  # buffers such as BatchNorm's running statistics, kept apart from p
 PRNGKey = jax.Array  # new-style ``jax.random.key`` or raw ``uint32[2]`` ``PRNGKey``
 
 
+Tap = Callable[[str, Any], None]  # receives (sub-layer path, its output) at trace time
+
+
 @dataclasses.dataclass(frozen=True)
 class Layer:
     """Base class of every layer: a frozen dataclass of hyperparameters.
@@ -43,6 +46,9 @@ class Layer:
     Subclasses override ``init`` (default: no params) and ``apply``. A layer with buffers
     (``BatchNorm``) sets ``stateful = True``, overrides ``init_state``, takes ``state=`` in
     ``apply`` and returns ``(y, new_state)``.
+
+    Inside the library every layer is called one way, :meth:`run` (state in, state out), so
+    nets, compositions, ``summary``, telemetry and the train steps treat all layers alike.
     """
 
     stateful: ClassVar[bool] = False
@@ -59,6 +65,23 @@ class Layer:
     def init_state(self) -> State:
         """This layer's initial state; ``{}`` for a layer without buffers."""
         return {}
+
+    def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
+            train: bool = False, tap: Tap | None = None, **kwargs: Any) -> tuple[Any, State]:
+        """``apply`` in the library's one internal convention: ``(y, new_state)`` for every
+        layer, stateful or not (a stateless layer returns ``state`` unchanged).
+
+        ``tap(path, output)``, when given, receives the output of every sub-layer, addressed
+        by its path below this layer (``"2.attn"``); a leaf layer has none to report.
+        ``kwargs`` (e.g. ``mask=``) reach ``apply``.
+        """
+        if self.stateful:  # a leaf written in the public form: apply(..., state=) -> (y, state)
+            return self.apply(params, x, key=key, train=train, state=state, **kwargs)
+        return self.apply(params, x, key=key, train=train, **kwargs), state
+
+    def children(self) -> tuple[tuple[str | None, Layer], ...]:
+        """The sub-layers, each with its name in the params tree (None: the same tree)."""
+        return ()
 
     @functools.cached_property
     def param_spec(self) -> Params:
@@ -157,8 +180,119 @@ def split_key(key: PRNGKey | None, num: int) -> list[PRNGKey | None]:
     return list(jax.random.split(key, num))
 
 
+def run_child(label: str | int, name: str | None, layer: Layer, params: Params, state: State,
+              x: Any, *, key: PRNGKey | None, train: bool, tap: Tap | None,
+              **kwargs: Any) -> tuple[Any, State]:
+    """Run a sub-layer the one way every container does.
+
+    Args:
+      label: how errors and profiles name the sub-layer within its parent: an index (shown
+        ``layer 2 (Conv2D)``) or a field name (``attn (MultiHeadAttention)``).
+      name: its path element (``"2"``, ``"attn"``); None for a wrapper's single sub-layer,
+        which shares its parent's path (``Residual``).
+      layer, params, state, x, key, train, kwargs: as for :meth:`Layer.run`.
+      tap: the parent's tap; it receives the sub-layer's output at ``name`` and, through the
+        sub-layer's own run, every output below it at ``name.<path>``.
+    """
+    shown = f"layer {label}" if isinstance(label, int) else label
+    try:
+        with jax.named_scope(f"{shown} ({name_of(layer)})"):  # profiles read like errors
+            y, state = layer.run(params, state, x, key=key, train=train,
+                                 tap=_below(tap, name), **kwargs)
+    except LayerError as err:
+        raise err.at(label, layer).with_traceback(err.__traceback__) from None
+    if tap is not None and name is not None:
+        tap(name, y)
+    return y, state
+
+
+def _below(tap: Tap | None, name: str | None) -> Tap | None:
+    if tap is None or name is None:
+        return tap
+    return lambda path, y: tap(f"{name}.{path}", y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Container(Layer):
+    """Base of the layers made of sub-layers (``Net``, ``Residual``, ``Parallel``,
+    ``Composite``): they give :meth:`children`, :meth:`run` and how their params are laid
+    out (:meth:`pack`); ``init``, ``init_state``, ``apply`` and the checks follow here.
+
+    ``init`` splits its key into one subkey per sub-layer, in order (a single unnamed
+    sub-layer gets the key itself). A container is stateful when a sub-layer is; then
+    ``apply`` takes ``state=`` and returns ``(y, new_state)``, else it returns ``y``.
+    """
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        """Whether any sub-layer keeps state (then ``apply`` takes ``state=`` and returns it)."""
+        return any(layer.stateful for _, layer in self.children())
+
+    def pack(self, values: list[Any]) -> Any:
+        """The params (or state) tree from one entry per sub-layer; a list by default."""
+        return list(values)
+
+    def unpack(self, tree: Any, what: str) -> list[Any]:
+        """One entry per sub-layer of a params (``what="params"``) or state tree."""
+        count = len(self.children())
+        if not isinstance(tree, (list, tuple)) or len(tree) != count:
+            got = (f"{len(tree)} entries" if isinstance(tree, (list, tuple))
+                   else type(tree).__name__)
+            error = ParamsError if what == "params" else StateError
+            raise error(name_of(self), f"expected {what} as a list of {count} entries (one per "
+                        f"layer), received {got}; were these {what} made by this "
+                        f"{name_of(self)}'s init{'' if what == 'params' else '_state'}?")
+        return list(tree)
+
+    def init(self, key: PRNGKey) -> Params:
+        check_key(self, key, "init")
+        children = self.children()
+        keys = [key] if _single_unnamed(children) else split_key(key, len(children))
+        return self.pack([_named(label, layer, layer.init, k) for (label, layer), k
+                          in zip(self.labels(), keys)])
+
+    def init_state(self) -> State:
+        return self.pack([layer.init_state() for _, layer in self.children()])
+
+    def apply(self, params: Params, x: Any, *, key: PRNGKey | None = None,
+              train: bool = False, state: State = None, **kwargs: Any) -> Any:
+        """Returns ``y``; for a container with stateful sub-layers, which needs ``state=``,
+        ``(y, new_state)``."""
+        if not self.stateful:
+            if state is not None and jax.tree.leaves(state):
+                raise StateError(name_of(self), f"this {name_of(self)} has no stateful layers; "
+                                 f"call apply without state=")
+            return self.run(params, self.init_state(), x, key=key, train=train, **kwargs)[0]
+        if state is None:
+            which = [f"{label} ({name_of(layer)})" for label, layer in self.labels()
+                     if layer.stateful and label is not None]
+            raise StateError(name_of(self), f"layers {', '.join(which)} keep state: expected "
+                             f"state={name_of(self).lower()}.init_state(), received None")
+        return self.run(params, state, x, key=key, train=train, **kwargs)
+
+    def labels(self) -> list[tuple[int | str | None, Layer]]:
+        """``(label, layer)`` per sub-layer as errors name it: an index for a numbered
+        sub-layer (``layer 2``), the name for a named one (``attn``), None for a wrapper's
+        single unnamed sub-layer, whose errors need no extra level."""
+        return [(None if name is None else int(name) if name.isdigit() else name, layer)
+                for name, layer in self.children()]
+
+
+def _single_unnamed(children: tuple[tuple[str | None, Layer], ...]) -> bool:
+    return len(children) == 1 and children[0][0] is None
+
+
+def _named(label: int | str | None, layer: Layer, fn: Any, *args: Any) -> Any:
+    if label is None:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except LayerError as err:
+        raise err.at(label, layer).with_traceback(err.__traceback__) from None
+
+
 @dataclasses.dataclass(frozen=True, init=False)
-class Net(Layer):
+class Net(Container):
     """A sequence of layers applied one after another; itself a layer, so nets nest.
 
     ``init`` splits its key into one subkey per layer and returns a list whose i-th
@@ -189,93 +323,75 @@ class Net(Layer):
     def __getitem__(self, index: int) -> Layer:
         return self.layers[index]
 
-    @property
-    def stateful(self) -> bool:  # type: ignore[override]
-        """Whether any layer keeps state (then ``apply`` takes ``state=`` and returns it)."""
-        return any(layer.stateful for layer in self.layers)
-
-    def init(self, key: PRNGKey) -> list[Params]:
-        check_key(self, key, "init")
-        keys = split_key(key, len(self.layers))
-        return [self._at(i, layer.init, k) for i, (layer, k) in enumerate(zip(self.layers, keys))]
+    def children(self) -> tuple[tuple[str | None, Layer], ...]:
+        return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def init_state(self) -> list[State]:
         """One entry per layer: ``{}`` for most, running statistics for ``BatchNorm``."""
         return [layer.init_state() for layer in self.layers]
 
-    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
-              train: bool = False, state: State = None) -> Any:
-        """Apply the layers in order.
-
-        Returns ``y``; for a net with stateful layers, which needs ``state=``, ``(y, new_state)``.
-        """
-        y, new_states, _ = self._run(params, x, key=key, train=train, state=state)
-        return (y, new_states) if self.stateful else y
-
-    def _run(self, params: Params, x: Array, *, key: PRNGKey | None = None,
-             train: bool = False, state: State = None,
-             capture: bool = False) -> tuple[Array, list[State], list[Any]]:
-        """``apply``'s loop: the output, the new states, and with ``capture`` every layer's
-        output (a nested net's as a list of its layers' outputs)."""
-        self._check_params(params)
-        states = self._check_state(state)
+    def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
+            train: bool = False, tap: Tap | None = None) -> tuple[Any, list[State]]:
+        """Apply the layers in order; ``(y, one new state per layer)``."""
+        params, states = self.unpack(params, "params"), self.unpack(state, "state")
         if key is not None:
             check_key(self, key)
-        keys = split_key(key, len(self.layers))
-        new_states, outputs = [], []
-        for i, (layer, layer_params, layer_key) in enumerate(zip(self.layers, params, keys)):
-            layer_state = states[i] if states else ({} if not layer.stateful else None)
-            if isinstance(layer, Net) and capture:
-                x, layer_state, inner = self._at(i, layer._run, layer_params, x, key=layer_key,
-                                                 train=train, state=states[i] if states
-                                                 and layer.stateful else None, capture=True)
-                outputs.append(inner)
-            elif layer.stateful:
-                x, layer_state = self._at(i, layer.apply, layer_params, x, key=layer_key,
-                                          train=train, state=layer_state)
-                outputs.append(x)
-            else:
-                x = self._at(i, layer.apply, layer_params, x, key=layer_key, train=train)
-                outputs.append(x)
+        new_states = []
+        for i, (layer, layer_params, layer_state, layer_key) in enumerate(
+                zip(self.layers, params, states, split_key(key, len(self.layers)))):
+            x, layer_state = run_child(i, str(i), layer, layer_params, layer_state, x,
+                                       key=layer_key, train=train, tap=tap)
             new_states.append(layer_state)
-        return x, new_states, outputs
-
-    def _check_state(self, state: State) -> list[State] | None:
-        if not self.stateful:
-            if state is not None and jax.tree.leaves(state):
-                raise StateError(name_of(self), "this net has no stateful layers; call apply "
-                                 "without state=")
-            return None
-        if not isinstance(state, (list, tuple)) or len(state) != len(self.layers):
-            which = [f"{i} ({name_of(layer)})" for i, layer in enumerate(self.layers)
-                     if layer.stateful]
-            got = "None" if state is None else (
-                f"{len(state)} entries" if isinstance(state, (list, tuple))
-                else type(state).__name__)
-            raise StateError(name_of(self), f"layers {', '.join(which)} keep state: expected "
-                             f"state=net.init_state(), a list of {len(self.layers)} entries, "
-                             f"received {got}")
-        return list(state)
-
-    def _check_params(self, params: Params) -> None:
-        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
-            got = (f"{len(params)} entries" if isinstance(params, (list, tuple))
-                   else type(params).__name__)
-            raise ParamsError(name_of(self), f"expected params as a list of {len(self.layers)} "
-                              f"entries (one per layer), received {got}; were these params "
-                              f"made by this net's init?")
-
-    def _at(self, index: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LayerError as err:
-            raise err.at(index, self.layers[index]).with_traceback(err.__traceback__) from None
+        return x, new_states
 
 
-def set_fields(layer: Layer, **fields: Any) -> None:
+def intermediates(layer: Layer, params: Params, x: Any, *, key: PRNGKey | None = None,
+                  train: bool = False, state: State = None,
+                  **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """``layer.apply``'s result and the output of every sub-layer, keyed by path.
+
+    Paths are ``"3"`` for a net's layer 3, ``"5.0"`` for layer 0 of the net at index 5,
+    ``"2.attn"`` for a composite's field ``attn``; a ``Residual`` adds no element of its
+    own. A sub-layer called twice reports its last call. Pure and jit-able: the outputs
+    are those of the same forward pass that computes ``y``.
+
+    Returns:
+      ``(y, outputs)``, or for a stateful layer ``((y, new_state), outputs)``, mirroring
+      ``apply``.
+    """
+    outputs: dict[str, Any] = {}
+
+    def tap(path: str, y: Any) -> None:
+        outputs[path] = y
+
+    if layer.stateful:
+        if state is None:
+            raise StateError(name_of(layer), "expected state=... (from init_state()), "
+                             "received None")
+        return layer.run(params, state, x, key=key, train=train, tap=tap, **kwargs), outputs
+    if state is not None and jax.tree.leaves(state):
+        raise StateError(name_of(layer), "this layer has no stateful layers; call without "
+                         "state=")
+    y, _ = layer.run(params, layer.init_state(), x, key=key, train=train, tap=tap, **kwargs)
+    return y, outputs
+
+
+def named_layers(layer: Layer, prefix: str = "") -> dict[str, Layer]:
+    """Every sub-layer below ``layer`` by path (``{"0": Linear, "2": Block, "2.attn": ...}``),
+    a container before what is inside it; a ``Residual``'s wrapped layer shares its path."""
+    found: dict[str, Layer] = {}
+    for name, child in layer.children():
+        path = prefix.rstrip(".") if name is None else f"{prefix}{name}"
+        if name is not None:
+            found[path] = child
+        found.update(named_layers(child, f"{path}." if path else ""))
+    return found
+
+
+def set_fields(obj: Layer, /, **fields: Any) -> None:
     """Set fields of a frozen layer from its own ``__init__``."""
     for name, value in fields.items():
-        object.__setattr__(layer, name, value)
+        object.__setattr__(obj, name, value)
 
 
 def positive_int(value: Any, name: str, owner: str) -> int:
@@ -285,18 +401,21 @@ def positive_int(value: Any, name: str, owner: str) -> int:
     return value
 
 
-def index_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Flatten the nested lists a net produces (its params, its layers' outputs, its
-    ``layer_tree``) into ``[(index path, entry)]``: ``"3"`` for layer 3, ``"5.0"`` for
-    layer 0 of the nested net at index 5. A non-list ``tree`` is the single entry ``"0"``."""
-    if not isinstance(tree, (list, tuple)):
-        return [(prefix.rstrip(".") or "0", tree)]
-    return [item for i, sub in enumerate(tree) for item in index_paths(sub, f"{prefix}{i}.")]
+def param_groups(tree: Any, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every dict of arrays in a params-like tree (a layer's params, its grads, its updates)
+    with its path: ``[("0", {"W": .., "b": ..}), ("2.attn.q", {...}), ...]``.
 
-
-def layer_tree(layer: Layer) -> Any:
-    """A net's layers as nested lists shaped like its params (a leaf layer stands alone)."""
-    return [layer_tree(inner) for inner in layer.layers] if isinstance(layer, Net) else layer
+    Lists contribute their indices and dicts their keys to the path; a parameterless layer's
+    ``{}`` is a group with no arrays. A bare layer's params (no container) have path ``"0"``.
+    """
+    if isinstance(tree, (list, tuple)):
+        return [g for i, sub in enumerate(tree) for g in param_groups(sub, f"{prefix}{i}.")]
+    if not isinstance(tree, dict):
+        return []
+    arrays = {k: v for k, v in tree.items() if not isinstance(v, (dict, list, tuple))}
+    here = [(prefix.rstrip(".") or "0", arrays)] if arrays or not tree else []
+    return here + [g for k, sub in tree.items() if isinstance(sub, (dict, list, tuple))
+                   for g in param_groups(sub, f"{prefix}{k}.")]
 
 
 def conv_output_size(size: int, kernel: int, stride: int, dilation: int,

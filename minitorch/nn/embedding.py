@@ -14,8 +14,10 @@ from minitorch.nn.core import (
     Layer,
     Params,
     PRNGKey,
+    check_float,
     check_key,
     check_params,
+    check_shape,
     positive_int,
     set_fields,
 )
@@ -34,6 +36,11 @@ class Embedding(Layer):
     Params: ``W (num_embeddings, embedding_dim)``.
     Shapes: ``ids (...) int -> y (..., embedding_dim)``. Ids are values, which ``jit`` cannot
     check: an id out of range gives a row of NaN (never a silently wrong row).
+
+    ``apply(params, h, attend=True)`` is the transposed use, for weight tying: the scores
+    ``h @ W.T`` of vectors ``h (..., embedding_dim)`` against every row,
+    ``-> (..., num_embeddings)`` (a language model's output projection sharing the input
+    table; in a ``Composite``, ``call("embed", h, attend=True)``).
     """
 
     num_embeddings: int
@@ -55,8 +62,12 @@ class Embedding(Layer):
         return {"W": initializers.make(w_init, key, shape, self.dtype, "Embedding")}
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
-              train: bool = False) -> Array:
+              train: bool = False, attend: bool = False) -> Array:
         check_params(self, params)
+        if attend:
+            check_float(self, x)
+            check_shape(self, x, (self.embedding_dim,), leading=True, what="vectors to attend")
+            return x @ params["W"].T.astype(jnp.result_type(x, params["W"]))
         dtype = jnp.result_type(x)
         if not jnp.issubdtype(dtype, jnp.integer):
             raise DTypeError("Embedding", f"expected integer ids, received {dtype}")
