@@ -97,3 +97,29 @@ def check_layer_grads(layer, params, x, *, key=None, train=False, order=1, **kwa
         check_grads(fn, (params64, x64), order=order, modes=("fwd", "rev"), atol=1e-5,
                     rtol=1e-5)
         assert_jit_grads_match_eager(fn, params64, x64, rtol=1e-9, atol=1e-12)
+
+
+def assert_matches_torch(ours, theirs, arrays, *, rtol=1e-5, atol=1e-5):
+    """``ours(arrays)`` (JAX) equals ``theirs(tensors)`` (PyTorch), in float32, in value and
+    in the gradient of ``sum(sin(y))`` w.r.t. every floating array of ``arrays`` (a flat
+    dict name -> NumPy array, in minitorch's layouts; ``theirs`` converts to PyTorch's with
+    differentiable torch ops, so its gradients come back in the same layouts)."""
+    import torch
+
+    floating = [k for k, v in arrays.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+    tensors = {k: torch.tensor(np.asarray(v), requires_grad=k in floating)
+               for k, v in arrays.items()}
+    expected = theirs(tensors)
+    torch.sin(expected).sum().backward()
+
+    def scalar(floats):
+        return jnp.sum(jnp.sin(ours({**arrays, **floats})))
+
+    floats = {k: jnp.asarray(arrays[k], jnp.float32) for k in floating}
+    got = ours({**arrays, **floats})
+    np.testing.assert_allclose(got, expected.detach().numpy(), rtol=rtol, atol=atol)
+    for grad_fn in (jax.grad(scalar), jax.jit(jax.grad(scalar))):
+        grads = grad_fn(floats)
+        for k in floating:
+            np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol,
+                                       atol=atol, err_msg=f"gradient w.r.t. {k}")

@@ -1,12 +1,14 @@
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
 
 from minitorch import nn
+from minitorch.errors import ShapeError
 from minitorch.nn.core import resolve_padding
-from tests.helpers import check_layer_grads, conv2d_ref
+from tests.helpers import assert_matches_torch, check_layer_grads, conv2d_ref
 
 # (in, out, kernel, stride, padding, dilation, groups, bias, input H x W)
 CASES = [
@@ -94,3 +96,121 @@ def test_matmul_formulation_equals_xla_convolution(cin, cout, kernel, stride, pa
              for f in (by_matmul, by_xla)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# (in, out, kernel, stride, padding, dilation, groups, bias, input L)
+CASES_1D = [
+    (2, 4, 3, 1, 0, 1, 1, True, 9),
+    (2, 4, 5, 2, 2, 1, 1, True, 10),
+    (4, 6, 3, 1, "same", 2, 2, False, 8),
+    (3, 3, 4, 1, "same", 1, 3, True, 7),   # depthwise, even kernel
+    (2, 2, 3, 3, "valid", 1, 1, True, 11),
+]
+
+
+class Conv1DTest(chex.TestCase):
+
+    @parameterized.parameters(*CASES_1D)
+    def test_values_and_gradients_equal_pytorch(self, cin, cout, kernel, stride, padding,
+                                                dilation, groups, bias, length):
+        layer = nn.Conv1D(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups,
+                          bias=bias)
+        arrays = {k: np.asarray(v) for k, v in layer.init(jax.random.key(0)).items()}
+        if bias:
+            arrays["b"] = np.random.default_rng(1).normal(size=cout).astype(np.float32)
+        arrays["x"] = np.random.default_rng(0).normal(size=(2, cin, length)).astype(np.float32)
+
+        def theirs(t):
+            import torch
+            return torch.nn.functional.conv1d(t["x"], t["W"], t.get("b"), stride=stride,
+                                              padding=padding, dilation=dilation, groups=groups)
+
+        assert_matches_torch(lambda a: layer.apply({k: a[k] for k in a if k != "x"}, a["x"]),
+                             theirs, arrays, rtol=1e-5, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_equals_conv2d_of_height_one(self):
+        layer = nn.Conv1D(3, 4, 3, padding=1)
+        params = layer.init(jax.random.key(0))
+        x = jax.random.normal(jax.random.key(1), (2, 3, 8))
+        as_2d = nn.Conv2D(3, 4, (1, 3), padding=(0, 1))
+        expected = as_2d.apply({"W": params["W"][:, :, None], "b": params["b"]}, x[:, :, None])
+        np.testing.assert_allclose(self.variant(layer.apply)(params, x), expected[:, :, 0],
+                                   rtol=1e-6, atol=1e-6)
+
+    def test_gradients_float64_and_under_jit(self):
+        layer = nn.Conv1D(2, 3, 3, stride=2, padding=1)
+        check_layer_grads(layer, layer.init(jax.random.key(0)),
+                          np.random.default_rng(0).normal(size=(2, 2, 7)))
+
+    def test_bad_inputs_name_the_layer(self):
+        net = nn.Net([nn.Embedding(10, 4), nn.Conv1D(4, 8, 3)])
+        params = net.init(jax.random.key(0))
+        with pytest.raises(ShapeError, match=r"^layer 1 \(Conv1D\): expected input of shape "
+                                             r"\(N, 4, L\), received \(2, 6, 4\)$"):
+            net.apply(params, jnp.zeros((2, 6), jnp.int32))  # NLC, not NCL
+        with pytest.raises(ShapeError, match=r"Conv1D: expected input of spatial size \(L,\) "
+                                             r"at least \(5,\)"):
+            nn.Conv1D(1, 1, 5).apply(nn.Conv1D(1, 1, 5).init(jax.random.key(0)),
+                                     jnp.ones((1, 1, 3)))
+        with pytest.raises(ValueError, match=r"Conv1D: kernel_size must be a positive int or a "
+                                             r"tuple of 1, received \(3, 3\)"):
+            nn.Conv1D(1, 1, (3, 3))
+
+
+# (in, out, kernel, stride, padding, output_padding, dilation, groups, bias, input H x W)
+CASES_TRANSPOSE = [
+    (2, 3, 3, 1, 0, 0, 1, 1, True, (5, 5)),
+    (4, 6, 3, 2, 1, 1, 1, 2, True, (4, 5)),     # the inverse of a padded strided conv, groups
+    (3, 2, (2, 3), (2, 1), (0, 1), (1, 0), 1, 1, False, (3, 4)),
+    (2, 4, 3, 2, 0, 0, 2, 1, True, (3, 3)),     # dilated
+    (2, 2, 4, 2, 1, 0, 1, 1, True, (4, 4)),     # the DCGAN upsampling block
+]
+
+
+class ConvTranspose2DTest(chex.TestCase):
+
+    @parameterized.parameters(*CASES_TRANSPOSE)
+    def test_values_and_gradients_equal_pytorch(self, cin, cout, kernel, stride, padding,
+                                                output_padding, dilation, groups, bias, hw):
+        layer = nn.ConvTranspose2D(cin, cout, kernel, stride, padding,
+                                   output_padding=output_padding, dilation=dilation,
+                                   groups=groups, bias=bias)
+        arrays = {k: np.asarray(v) for k, v in layer.init(jax.random.key(0)).items()}
+        if bias:
+            arrays["b"] = np.random.default_rng(1).normal(size=cout).astype(np.float32)
+        arrays["x"] = np.random.default_rng(0).normal(size=(2, cin, *hw)).astype(np.float32)
+
+        def theirs(t):
+            import torch
+            return torch.nn.functional.conv_transpose2d(
+                t["x"], t["W"], t.get("b"), stride=stride, padding=padding,
+                output_padding=output_padding, groups=groups, dilation=dilation)
+
+        assert_matches_torch(lambda a: layer.apply({k: a[k] for k in a if k != "x"}, a["x"]),
+                             theirs, arrays, rtol=1e-5, atol=1e-5)
+
+    def test_inverts_the_shape_of_a_strided_conv(self):
+        conv = nn.Conv2D(3, 8, 3, stride=2, padding=1)
+        up = nn.ConvTranspose2D(8, 3, 3, stride=2, padding=1, output_padding=1)
+        x = jnp.ones((1, 3, 8, 8))
+        y = conv.apply(conv.init(jax.random.key(0)), x)
+        self.assertEqual(up.apply(up.init(jax.random.key(0)), y).shape, x.shape)
+        self.assertEqual(up.init(jax.random.key(0))["W"].shape, (8, 3, 3, 3))
+
+    def test_gradients_float64_and_under_jit(self):
+        layer = nn.ConvTranspose2D(2, 3, 3, stride=2, padding=1, output_padding=1)
+        check_layer_grads(layer, layer.init(jax.random.key(0)),
+                          np.random.default_rng(0).normal(size=(2, 2, 3, 3)))
+
+    def test_bad_arguments_and_inputs(self):
+        with pytest.raises(ValueError, match=r"ConvTranspose2D: output_padding 2 must be "
+                                             r"smaller than stride \(2, 2\)"):
+            nn.ConvTranspose2D(2, 2, 3, stride=2, output_padding=2)
+        with pytest.raises(ValueError, match="padding and output_padding must be ints or pairs"):
+            nn.ConvTranspose2D(2, 2, 3, padding="same")
+        layer = nn.ConvTranspose2D(2, 4, 3)
+        net = nn.Net([nn.ReLU(), layer])
+        with pytest.raises(ShapeError, match=r"^layer 1 \(ConvTranspose2D\): expected input of "
+                                             r"shape \(N, 2, H, W\), received \(1, 3, 4, 4\)$"):
+            net.apply(net.init(jax.random.key(0)), jnp.ones((1, 3, 4, 4)))

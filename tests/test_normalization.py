@@ -7,7 +7,8 @@ from absl.testing import parameterized
 from jax.test_util import check_grads
 
 from minitorch import nn
-from tests.helpers import check_layer_grads, to_f64
+from minitorch.errors import ShapeError
+from tests.helpers import assert_matches_torch, check_layer_grads, to_f64
 
 
 def layer_norm_ref(x, shape, scale, bias, eps=1e-5):
@@ -148,3 +149,91 @@ class BatchNormTest(chex.TestCase):
             net.apply(net.init(jax.random.key(0)), jnp.ones((2, 2)))
         with self.assertRaisesRegex(nn.StateError, "no stateful layers"):
             nn.Net([nn.ReLU()]).apply([{}], jnp.ones(2), state=[{"mean": jnp.ones(2)}])
+
+
+class GroupNormTest(chex.TestCase):
+
+    @parameterized.parameters((3, 6, (2, 6, 4, 5)), (1, 4, (3, 4, 7)), (4, 4, (2, 4)),
+                              (2, 8, (1, 8, 3, 3)))
+    def test_values_and_gradients_equal_pytorch(self, groups, channels, x_shape):
+        layer = nn.GroupNorm(groups, channels)
+        rng = np.random.default_rng(0)
+        arrays = {"scale": rng.normal(size=channels).astype(np.float32),
+                  "bias": rng.normal(size=channels).astype(np.float32),
+                  "x": rng.normal(1.0, 2.0, size=x_shape).astype(np.float32)}
+
+        def theirs(t):
+            import torch
+            return torch.nn.functional.group_norm(t["x"], groups, t["scale"], t["bias"])
+
+        assert_matches_torch(lambda a: layer.apply({"scale": a["scale"], "bias": a["bias"]},
+                                                   a["x"]), theirs, arrays, atol=1e-4)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_same_in_training_and_evaluation_and_per_example(self):
+        layer = nn.GroupNorm(2, 4)
+        params = layer.init(jax.random.key(0))
+        x = jax.random.normal(jax.random.key(1), (3, 4, 5))
+        y = self.variant(lambda p, v: layer.apply(p, v, train=True))(params, x)
+        np.testing.assert_allclose(y, self.variant(layer.apply)(params, x))
+        np.testing.assert_allclose(y[1:2], self.variant(layer.apply)(params, x[1:2]), atol=1e-6)
+
+    def test_gradients_float64_and_under_jit(self):
+        layer = nn.GroupNorm(2, 4)
+        params = {"scale": np.linspace(0.5, 1.5, 4), "bias": np.linspace(-1, 1, 4)}
+        check_layer_grads(layer, params, np.random.default_rng(0).normal(size=(2, 4, 3)))
+
+    def test_bad_arguments_and_inputs(self):
+        with pytest.raises(ValueError, match="GroupNorm: num_groups=3 must divide "
+                                             "num_channels=4"):
+            nn.GroupNorm(3, 4)
+        with pytest.raises(ValueError, match="GroupNorm: eps must be a finite number > 0"):
+            nn.GroupNorm(2, 4, eps=float("nan"))
+        net = nn.Net([nn.Conv2D(1, 6, 3), nn.GroupNorm(2, 4)])
+        with pytest.raises(ShapeError, match=r"^layer 1 \(GroupNorm\): expected input of shape "
+                                             r"\(N, 4, \.\.\.\), received \(1, 6, 3, 3\)$"):
+            net.apply(net.init(jax.random.key(0)), jnp.ones((1, 1, 5, 5)))
+
+
+class RMSNormTest(chex.TestCase):
+
+    @parameterized.parameters((5, (3, 5), None), ((4, 5), (2, 3, 4, 5), 1e-3), (6, (6,), None))
+    def test_values_and_gradients_equal_pytorch(self, shape, x_shape, eps):
+        layer = nn.RMSNorm(shape, eps)
+        rng = np.random.default_rng(0)
+        normalized = (shape,) if isinstance(shape, int) else shape
+        arrays = {"scale": rng.normal(size=normalized).astype(np.float32),
+                  "x": rng.normal(0.5, 2.0, size=x_shape).astype(np.float32)}
+
+        def theirs(t):
+            import torch
+            return torch.nn.functional.rms_norm(t["x"], normalized, t["scale"], eps)
+
+        assert_matches_torch(lambda a: layer.apply({"scale": a["scale"]}, a["x"]), theirs,
+                             arrays, atol=1e-4)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_default_eps_is_the_dtypes_machine_epsilon(self):
+        layer = nn.RMSNorm(3)
+        params = layer.init(jax.random.key(0))
+        np.testing.assert_array_equal(params["scale"], np.ones(3))
+        x = jnp.zeros((2, 3), jnp.float32).at[0, 0].set(1e-4)
+        y = self.variant(layer.apply)(params, x)
+        eps = np.finfo(np.float32).eps
+        np.testing.assert_allclose(y[0, 0], 1e-4 / np.sqrt(1e-8 / 3 + eps), rtol=1e-5)
+
+    def test_gradients_float64_and_under_jit(self):
+        layer = nn.RMSNorm(4, eps=1e-5)
+        check_layer_grads(layer, {"scale": np.linspace(0.5, 1.5, 4)},
+                          np.random.default_rng(0).normal(size=(3, 4)))
+
+    def test_bad_arguments_and_inputs(self):
+        for eps in (0.0, -1.0, float("nan"), "1e-5", True):
+            with pytest.raises(ValueError, match="RMSNorm: eps must be a finite number > 0"):
+                nn.RMSNorm(4, eps=eps)
+        with pytest.raises(ValueError, match="RMSNorm: normalized_shape must be"):
+            nn.RMSNorm(())
+        net = nn.Net([nn.Linear(3, 5), nn.RMSNorm(4)])
+        with pytest.raises(ShapeError, match=r"^layer 1 \(RMSNorm\): expected input of shape "
+                                             r"\(\.\.\., 4\), received \(2, 5\)$"):
+            net.apply(net.init(jax.random.key(0)), jnp.ones((2, 3)))

@@ -1,10 +1,14 @@
 import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 from minitorch import nn
+from minitorch.errors import ShapeError
 from minitorch.nn.core import resolve_padding
-from tests.helpers import check_layer_grads, distinct, pool2d_ref
+from tests.helpers import assert_matches_torch, check_layer_grads, distinct, pool2d_ref
 
 # (kernel, stride, padding, input H x W)
 CASES = [
@@ -48,3 +52,38 @@ class PoolingTest(chex.TestCase):
         kernel, stride, padding, hw = case
         layer = (nn.MaxPool2D if kind == "max" else nn.AvgPool2D)(kernel, stride, padding)
         check_layer_grads(layer, {}, distinct(np.random.default_rng(1), (2, 2, *hw)))
+
+
+class Pooling1DTest(chex.TestCase):
+
+    @parameterized.product(case=[(2, None, 0, 8), (2, None, 0, 9), (3, 2, 1, 7), (3, 1, "same", 6),
+                                 (4, 1, 2, 5)], kind=("max", "avg"))
+    def test_values_and_gradients_equal_pytorch(self, case, kind):
+        kernel, stride, padding, length = case
+        layer = (nn.MaxPool1D if kind == "max" else nn.AvgPool1D)(kernel, stride, padding)
+        arrays = {"x": distinct(np.random.default_rng(0), (2, 3, length)).astype(np.float32)}
+        pads = resolve_padding(padding, (length,), layer.kernel_size, layer.stride, (1,), "t")
+
+        def theirs(t):
+            import torch
+            x = torch.nn.functional.pad(t["x"], pads[0], value=-np.inf if kind == "max" else 0)
+            pool = torch.nn.functional.max_pool1d if kind == "max" else \
+                torch.nn.functional.avg_pool1d
+            return pool(x, kernel, layer.stride[0])
+
+        assert_matches_torch(lambda a: layer.apply({}, a["x"]), theirs, arrays)
+
+    def test_gradients_float64_and_under_jit(self):
+        for layer in (nn.MaxPool1D(3, 2, 1), nn.AvgPool1D(2)):
+            check_layer_grads(layer, {}, distinct(np.random.default_rng(1), (2, 2, 7)))
+
+    def test_bad_inputs_name_the_layer(self):
+        net = nn.Net([nn.Conv1D(1, 2, 3), nn.MaxPool1D(2)])
+        with pytest.raises(ShapeError, match=r"^layer 1 \(MaxPool1D\): expected input of spatial "
+                                             r"size \(L,\) at least \(2,\)"):
+            net.apply(net.init(jax.random.key(0)), jnp.ones((1, 1, 3)))
+        with pytest.raises(ShapeError, match=r"AvgPool1D: expected input of shape \(N, C, L\), "
+                                             r"received \(4, 5\)"):
+            nn.AvgPool1D(2).apply({}, jnp.ones((4, 5)))
+        with pytest.raises(ValueError, match="MaxPool1D: padding 2 must be at most half"):
+            nn.MaxPool1D(3, padding=2)

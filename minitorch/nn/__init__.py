@@ -19,20 +19,24 @@ from minitorch.nn.activations import (
                                       Softmax,
                                       Tanh,
 )
+from minitorch.nn.attention import MultiHeadAttention
 from minitorch.nn.compose import Composite, Parallel, Residual
-from minitorch.nn.conv import Conv2D
+from minitorch.nn.conv import Conv1D, Conv2D, ConvTranspose2D
 from minitorch.nn.core import Container, Layer, Net, count_params, intermediates, named_layers
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
-from minitorch.nn.normalization import BatchNorm, LayerNorm
-from minitorch.nn.pooling import AvgPool2D, MaxPool2D
+from minitorch.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
+from minitorch.nn.pooling import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
+from minitorch.nn.recurrent import GRU, LSTM, RNN
 from minitorch.nn.regularization import Dropout
 from minitorch.nn.reshape import Flatten, Reshape
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "Composite", "Container", "Conv2D", "DTypeError", "Dropout",
-    "Embedding", "Flatten", "GELU", "KeyArgError", "Layer", "LayerError", "LayerNorm",
-    "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2D", "Net", "PReLU", "Parallel", "ParamsError",
-    "ReLU", "Reshape", "Residual", "ShapeError", "Sigmoid", "Softmax", "StateError", "Tanh",
-    "count_params", "init", "intermediates", "named_layers",
+    "AvgPool1D", "AvgPool2D", "BatchNorm", "Composite", "Container", "Conv1D", "Conv2D",
+    "ConvTranspose2D", "DTypeError", "Dropout", "Embedding", "Flatten", "GELU", "GRU",
+    "GroupNorm", "KeyArgError", "LSTM", "Layer", "LayerError", "LayerNorm", "LeakyReLU",
+    "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MultiHeadAttention", "Net", "PReLU",
+    "Parallel", "ParamsError", "RMSNorm", "RNN", "ReLU", "Reshape", "Residual", "ShapeError",
+    "Sigmoid", "Softmax", "StateError", "Tanh", "count_params", "init", "intermediates",
+    "named_layers",
 ]

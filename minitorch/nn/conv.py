@@ -1,9 +1,9 @@
-"""``Conv2D``: 2-D cross-correlation over NCHW inputs, as ``torch.nn.Conv2d``."""
+"""Convolutions as in PyTorch: ``Conv1D`` (NCL), ``Conv2D`` (NCHW) and ``ConvTranspose2D``."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ from minitorch.nn.core import (
     Params,
     PRNGKey,
     as_pair,
+    as_tuple,
     check_float,
     check_key,
     check_params,
@@ -26,12 +27,92 @@ from minitorch.nn.core import (
     positive_int,
     resolve_padding,
     set_fields,
+    spatial_axes,
     split_key,
 )
 
 
+def _check_groups(owner: str, in_channels: Any, out_channels: Any,
+                  groups: Any) -> tuple[int, int, int]:
+    in_channels = positive_int(in_channels, "in_channels", owner)
+    out_channels = positive_int(out_channels, "out_channels", owner)
+    groups = positive_int(groups, "groups", owner)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"{owner}: groups={groups} must divide in_channels={in_channels} "
+                         f"and out_channels={out_channels}")
+    return in_channels, out_channels, groups
+
+
+def _kernel_params(layer: Any, key: PRNGKey, shape: tuple[int, ...]) -> Params:
+    """``{"W": shape, "b": (out_channels,)}``; fans as PyTorch's (axis 1 "in", axis 0 "out")."""
+    check_key(layer, key, "init")
+    w_key, _ = split_key(key, 2)
+    w_init = initializers.resolve(layer.weight_init, in_axis=1, out_axis=0)
+    params = {"W": initializers.make(w_init, w_key, shape, layer.dtype, type(layer).__name__)}
+    if layer.bias:
+        params["b"] = jnp.zeros((layer.out_channels,), layer.dtype)
+    return params
+
+
 @dataclasses.dataclass(frozen=True, init=False)
-class Conv2D(Layer):
+class _Conv(Layer):
+    """The convolution shared by ``Conv1D`` and ``Conv2D`` (``spatial`` axes after N, C).
+
+    A 1-D input ``(N, C, L)`` runs as a 2-D one of height 1, so both layers share one
+    formulation (its gradients, and its choice of kernels per backend).
+    """
+
+    spatial: ClassVar[int]
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: Padding
+    dilation: tuple[int, ...]
+    groups: int
+    bias: bool
+    weight_init: Any
+    dtype: Any
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] = 1, padding: Padding = 0, *,
+                 dilation: int | tuple[int, ...] = 1, groups: int = 1, bias: bool = True,
+                 init: Any = "he", dtype: Any = jnp.float32):
+        owner, n = type(self).__name__, self.spatial
+        in_channels, out_channels, groups = _check_groups(owner, in_channels, out_channels,
+                                                          groups)
+        kernel_size = as_tuple(kernel_size, n, "kernel_size", owner)
+        stride = as_tuple(stride, n, "stride", owner)
+        dilation = as_tuple(dilation, n, "dilation", owner)
+        resolve_padding(padding, (1,) * n, kernel_size, stride, dilation, owner)  # validate
+        initializers.resolve(init, owner=owner)
+        set_fields(self, in_channels=in_channels, out_channels=out_channels,
+                   kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                   groups=groups, bias=bool(bias), weight_init=init, dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        return _kernel_params(self, key, (self.out_channels, self.in_channels // self.groups,
+                                          *self.kernel_size))
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        check_float(self, x)
+        check_shape(self, x, ("N", self.in_channels, *spatial_axes(self.spatial)))
+        pads = resolve_padding(self.padding, x.shape[2:], self.kernel_size, self.stride,
+                               self.dilation, type(self).__name__)
+        check_window_fits(self, x.shape, self.kernel_size, self.stride, self.dilation, pads)
+        lift = 2 - self.spatial  # leading spatial axes of size 1 that make the input 2-D
+        w = params["W"].reshape(*params["W"].shape[:2], *(1,) * lift, *self.kernel_size)
+        y = conv2d(x.reshape(*x.shape[:2], *(1,) * lift, *x.shape[2:]), w,
+                   params["b"] if self.bias else None, stride=(1,) * lift + self.stride,
+                   pads=((0, 0),) * lift + pads, dilation=(1,) * lift + self.dilation,
+                   groups=self.groups)
+        return y.reshape(*y.shape[:2], *y.shape[2 + lift:])
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Conv2D(_Conv):
     """2-D convolution (cross-correlation, as in PyTorch) over ``(N, C, H, W)`` inputs.
 
     Args:
@@ -49,11 +130,67 @@ class Conv2D(Layer):
     ``H_out = (H + pad_h - dilation_h * (kh - 1) - 1) // stride_h + 1``.
     """
 
+    spatial: ClassVar[int] = 2
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Conv1D(_Conv):
+    """1-D convolution (cross-correlation, as ``torch.nn.Conv1d``) over ``(N, C, L)`` inputs.
+
+    Args: as :class:`Conv2D`, each an int (or a 1-tuple); ``padding`` an int, ``"valid"``
+    or ``"same"``.
+
+    Params: ``W (out_channels, in_channels // groups, k)``, ``b (out_channels,)``.
+    Shapes: ``x (N, in_channels, L) -> y (N, out_channels, L_out)`` with
+    ``L_out = (L + pad - dilation * (k - 1) - 1) // stride + 1``.
+    """
+
+    spatial: ClassVar[int] = 1
+
+
+def conv2d(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
+           pads: tuple[tuple[int, int], ...], dilation: tuple[int, ...], groups: int) -> Array:
+    """NCHW cross-correlation with an OIHW kernel, plus an optional bias ``(O,)``.
+
+    On the CPU an ungrouped convolution runs as one matmul over channels-last patches
+    (:func:`conv_as_matmul`); elsewhere, and for groups, XLA's convolution.
+    """
+    if groups == 1 and jax.default_backend() == "cpu":
+        y = conv_as_matmul(x.transpose(0, 2, 3, 1), w, stride, pads, dilation)
+        y = y + b if b is not None else y
+        return y.transpose(0, 3, 1, 2)
+    y = lax.conv_general_dilated(x, w, window_strides=stride, padding=pads,
+                                 rhs_dilation=dilation, dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                 feature_group_count=groups)
+    return y + b[:, None, None] if b is not None else y
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class ConvTranspose2D(Layer):
+    """The transpose (gradient) of a 2-D convolution, as ``torch.nn.ConvTranspose2d``.
+
+    Args:
+      in_channels, out_channels: channel counts C_in and C_out.
+      kernel_size, stride, dilation: an int or a pair.
+      padding: an int or a pair: ``dilation * (k - 1) - padding`` zeros are added around
+        the stride-dilated input (PyTorch's meaning).
+      output_padding: an int or a pair, smaller than ``stride`` or ``dilation``: extra rows
+        and columns on the bottom and right, to reach the input size of the strided
+        convolution this one inverts.
+      groups, bias, init, dtype: as :class:`Conv2D`.
+
+    Params: ``W (in_channels, out_channels // groups, kh, kw)`` (PyTorch's layout),
+    ``b (out_channels,)``.
+    Shapes: ``x (N, in_channels, H, W) -> y (N, out_channels, H_out, W_out)`` with
+    ``H_out = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1``.
+    """
+
     in_channels: int
     out_channels: int
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
-    padding: Padding
+    padding: tuple[int, int]
+    output_padding: tuple[int, int]
     dilation: tuple[int, int]
     groups: int
     bias: bool
@@ -61,51 +198,57 @@ class Conv2D(Layer):
     dtype: Any
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: Padding = 0, *,
-                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
-                 init: Any = "he", dtype: Any = jnp.float32):
-        owner = "Conv2D"
-        in_channels = positive_int(in_channels, "in_channels", owner)
-        out_channels = positive_int(out_channels, "out_channels", owner)
-        groups = positive_int(groups, "groups", owner)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{owner}: groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, *,
+                 output_padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
+                 groups: int = 1, bias: bool = True, init: Any = "he",
+                 dtype: Any = jnp.float32):
+        owner = "ConvTranspose2D"
+        in_channels, out_channels, groups = _check_groups(owner, in_channels, out_channels,
+                                                          groups)
         kernel_size = as_pair(kernel_size, "kernel_size", owner)
         stride, dilation = as_pair(stride, "stride", owner), as_pair(dilation, "dilation", owner)
-        resolve_padding(padding, (1, 1), kernel_size, stride, dilation, owner)  # validate early
+        if isinstance(padding, str) or isinstance(output_padding, str):
+            raise ValueError(f"{owner}: padding and output_padding must be ints or pairs, "
+                             f"received {padding!r} and {output_padding!r}")
+        pads = resolve_padding(padding, (1, 1), kernel_size, stride, dilation, owner)
+        extra = resolve_padding(output_padding, (1, 1), kernel_size, stride, dilation, owner)
+        if any(e >= max(s, d) for (e, _), s, d in zip(extra, stride, dilation)):
+            raise ValueError(f"{owner}: output_padding {output_padding!r} must be smaller than "
+                             f"stride {stride} or dilation {dilation}")
         initializers.resolve(init, owner=owner)
         set_fields(self, in_channels=in_channels, out_channels=out_channels,
-                   kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                   groups=groups, bias=bool(bias), weight_init=init, dtype=jnp.dtype(dtype))
+                   kernel_size=kernel_size, stride=stride, padding=tuple(p for p, _ in pads),
+                   output_padding=tuple(e for e, _ in extra), dilation=dilation, groups=groups,
+                   bias=bool(bias), weight_init=init, dtype=jnp.dtype(dtype))
 
     def init(self, key: PRNGKey) -> Params:
-        check_key(self, key, "init")
-        w_key, _ = split_key(key, 2)
-        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        w_init = initializers.resolve(self.weight_init, in_axis=1, out_axis=0)
-        params = {"W": initializers.make(w_init, w_key, shape, self.dtype, "Conv2D")}
-        if self.bias:
-            params["b"] = jnp.zeros((self.out_channels,), self.dtype)
-        return params
+        return _kernel_params(self, key, (self.in_channels, self.out_channels // self.groups,
+                                          *self.kernel_size))
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False) -> Array:
         check_params(self, params)
         check_float(self, x)
         check_shape(self, x, ("N", self.in_channels, "H", "W"))
-        pads = resolve_padding(self.padding, x.shape[2:], self.kernel_size, self.stride,
-                               self.dilation, "Conv2D")
-        check_window_fits(self, x.shape, self.kernel_size, self.stride, self.dilation, pads)
-        if self.groups == 1 and jax.default_backend() == "cpu":
-            y = conv_as_matmul(x.transpose(0, 2, 3, 1), params["W"], self.stride, pads,
-                               self.dilation)
-            y = y + params["b"] if self.bias else y
-            return y.transpose(0, 3, 1, 2)
-        y = lax.conv_general_dilated(
-            x, params["W"], window_strides=self.stride, padding=pads,
-            rhs_dilation=self.dilation, dimension_numbers=("NCHW", "OIHW", "NCHW"),
-            feature_group_count=self.groups)
+        # A convolution of the stride-dilated input with the kernel flipped and its
+        # in/out axes swapped within each group.
+        g, (kh, kw) = self.groups, self.kernel_size
+        w = params["W"].reshape(g, self.in_channels // g, self.out_channels // g, kh, kw)
+        w = w.transpose(0, 2, 1, 3, 4).reshape(self.out_channels, self.in_channels // g, kh, kw)
+        w = w[:, :, ::-1, ::-1]
+        pads = [(d * (k - 1) - p, d * (k - 1) - p + e) for k, p, e, d in
+                zip(self.kernel_size, self.padding, self.output_padding, self.dilation)]
+        sizes = [(size - 1) * s + lo + hi - d * (k - 1) + 1 for size, s, (lo, hi), k, d in
+                 zip(x.shape[2:], self.stride, pads, self.kernel_size, self.dilation)]
+        if min(sizes) < 1:
+            raise ShapeError("ConvTranspose2D", f"expected an input whose output is not "
+                             f"empty, received {tuple(x.shape)} (output size {tuple(sizes)} "
+                             f"with padding {self.padding})")
+        y = lax.conv_general_dilated(x, w.astype(jnp.result_type(x, w)), window_strides=(1, 1),
+                                     padding=pads, lhs_dilation=self.stride,
+                                     rhs_dilation=self.dilation,
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                     feature_group_count=g)
         return y + params["b"][:, None, None] if self.bias else y
 
 
@@ -144,8 +287,8 @@ def conv_as_matmul(x: Array, w: Array, stride: tuple[int, int],
     return (rows @ kernel).reshape(n, ho, wo, out_channels)
 
 
-def check_window_fits(layer: Layer, shape: tuple[int, ...], kernel: tuple[int, int],
-                      stride: tuple[int, int], dilation: tuple[int, int],
+def check_window_fits(layer: Layer, shape: tuple[int, ...], kernel: tuple[int, ...],
+                      stride: tuple[int, ...], dilation: tuple[int, ...],
                       pads: tuple[tuple[int, int], ...]) -> None:
     """Raise ShapeError when the (padded) input is smaller than the kernel's window."""
     out = [conv_output_size(size, k, s, d, p)
@@ -153,6 +296,7 @@ def check_window_fits(layer: Layer, shape: tuple[int, ...], kernel: tuple[int, i
     if min(out) < 1:
         window = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
         padded = tuple(size + p[0] + p[1] for size, p in zip(shape[2:], pads))
-        raise ShapeError(type(layer).__name__, f"expected input of spatial size (H, W) at "
+        axes = "(H, W)" if len(kernel) == 2 else "(L,)"
+        raise ShapeError(type(layer).__name__, f"expected input of spatial size {axes} at "
                          f"least {window} after padding, received {tuple(shape)} (padded "
                          f"to {padded})")

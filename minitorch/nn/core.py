@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 from minitorch.errors import (
@@ -424,16 +425,34 @@ def conv_output_size(size: int, kernel: int, stride: int, dilation: int,
     return (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def spatial_axes(n: int) -> tuple[str, ...]:
+    """How shapes in errors name ``n`` spatial axes: ``("L",)`` or ``("H", "W")``."""
+    return ("L",) if n == 1 else ("H", "W") if n == 2 else tuple(f"D{i}" for i in range(n))
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (a NumPy integer too), and not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_tuple(value: int | Sequence[int], n: int, name: str, owner: str) -> tuple[int, ...]:
+    """``3 -> (3,) * n``; a sequence of ``n`` positive ints is kept; anything else raises
+    ValueError naming ``owner`` and ``name``."""
+    values = (value,) * n if is_int(value) else tuple(value) if isinstance(
+        value, (tuple, list)) else ()
+    if len(values) != n or not all(is_int(v) and v >= 1 for v in values):
+        shape = "a pair of them" if n == 2 else f"a tuple of {n}"
+        raise ValueError(f"{owner}: {name} must be a positive int or {shape}, "
+                         f"received {value!r}")
+    return tuple(int(v) for v in values)
+
+
 def as_pair(value: int | Sequence[int], name: str, owner: str) -> tuple[int, int]:
     """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; anything else raises ValueError naming ``owner``."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
-        raise ValueError(f"{owner}: {name} must be a positive int or a pair of them, "
-                         f"received {value!r}")
-    return pair  # type: ignore[return-value]
+    return as_tuple(value, 2, name, owner)  # type: ignore[return-value]
 
 
-Padding = int | tuple[int, int] | str
+Padding = int | tuple[int, ...] | str
 
 
 def resolve_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[int],
@@ -442,8 +461,8 @@ def resolve_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[i
     """Explicit ``(before, after)`` pads per spatial axis.
 
     ``"same"`` gives ``ceil(size / stride)`` outputs, padding ``total // 2`` before and the
-    rest after (as XLA and PyTorch do); ``"valid"`` pads nothing; an int or pair pads
-    symmetrically.
+    rest after (as XLA and PyTorch do); ``"valid"`` pads nothing; an int, or one int per
+    spatial axis, pads symmetrically.
     """
     if isinstance(padding, str):
         if padding == "valid":
@@ -457,11 +476,14 @@ def resolve_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[i
             return tuple(pads)
         raise ValueError(f"{owner}: padding must be an int, a pair, 'same' or 'valid', "
                          f"received {padding!r}")
-    pair = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    if len(pair) != 2 or not all(isinstance(p, int) and p >= 0 for p in pair):
-        raise ValueError(f"{owner}: padding must be a non-negative int, a pair of them, "
+    n = len(spatial)
+    values = (padding,) * n if is_int(padding) else tuple(padding) if isinstance(
+        padding, (tuple, list)) else ()
+    if len(values) != n or not all(is_int(p) and p >= 0 for p in values):
+        shape = "a pair of them" if n == 2 else f"a tuple of {n}"
+        raise ValueError(f"{owner}: padding must be a non-negative int, {shape}, "
                          f"'same' or 'valid', received {padding!r}")
-    return tuple((p, p) for p in pair)
+    return tuple((int(p), int(p)) for p in values)
 
 
 def reshape_examples(x: Array, shape: Sequence[int]) -> Array:

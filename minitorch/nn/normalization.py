@@ -1,4 +1,5 @@
-"""Normalisation layers: ``LayerNorm`` and ``BatchNorm`` (the one layer with state)."""
+"""Normalisation layers: ``LayerNorm``, ``RMSNorm``, ``GroupNorm`` and ``BatchNorm`` (the one
+layer with state)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from minitorch.errors import ShapeError
 from minitorch.nn.core import (
@@ -21,6 +23,7 @@ from minitorch.nn.core import (
     check_params,
     check_shape,
     check_state,
+    is_int,
     positive_int,
     set_fields,
 )
@@ -76,6 +79,116 @@ class LayerNorm(Layer):
         var = jnp.square(x - mean).mean(axis=axes, keepdims=True)
         y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps))
         return y * params["scale"] + params["bias"] if self.elementwise_affine else y
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class RMSNorm(Layer):
+    """Divide by the root mean square over the trailing ``normalized_shape`` axes, then scale:
+    ``y = x / sqrt(mean(x ** 2) + eps) * scale``, as ``torch.nn.RMSNorm``.
+
+    Args:
+      normalized_shape: an int or tuple: the trailing axes normalised over.
+      eps: added to the mean square; None (default) takes the machine epsilon of the
+        input's dtype, as PyTorch.
+      dtype: dtype of the params (float32 by default).
+
+    Params: ``scale normalized_shape`` (ones).
+    Shapes: ``x (..., *normalized_shape) -> y`` of the same shape.
+    """
+
+    normalized_shape: tuple[int, ...]
+    eps: float | None
+    dtype: Any
+
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float | None = None, *,
+                 dtype: Any = jnp.float32):
+        shape = _normalized_shape(normalized_shape, "RMSNorm")
+        if eps is not None:
+            eps = _positive_float(eps, "eps", "RMSNorm")
+        set_fields(self, normalized_shape=shape, eps=eps, dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        check_key(self, key, "init")
+        return {"scale": jnp.ones(self.normalized_shape, self.dtype)}
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        check_float(self, x)
+        check_shape(self, x, self.normalized_shape, leading=True)
+        axes = tuple(range(-len(self.normalized_shape), 0))
+        eps = jnp.finfo(x.dtype).eps if self.eps is None else self.eps
+        inv = jax.lax.rsqrt(jnp.square(x).mean(axis=axes, keepdims=True) + eps)
+        return x * inv * params["scale"]
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class GroupNorm(Layer):
+    """Normalise each group of ``num_channels // num_groups`` channels over those channels
+    and every axis after them, then scale and shift per channel, as ``torch.nn.GroupNorm``.
+
+    Args:
+      num_groups: the number of groups; must divide ``num_channels``.
+      num_channels: the channel count C (axis 1).
+      eps: added to the (biased) variance.
+      dtype: dtype of the params (float32 by default).
+
+    Params: ``scale (C,)`` (ones), ``bias (C,)`` (zeros).
+    Shapes: ``x (N, C, ...) -> y`` of the same shape. No batch statistics: it behaves the
+    same in training and evaluation and for any batch size.
+    """
+
+    num_groups: int
+    num_channels: int
+    eps: float
+    dtype: Any
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, *,
+                 dtype: Any = jnp.float32):
+        groups = positive_int(num_groups, "num_groups", "GroupNorm")
+        channels = positive_int(num_channels, "num_channels", "GroupNorm")
+        if channels % groups:
+            raise ValueError(f"GroupNorm: num_groups={groups} must divide "
+                             f"num_channels={channels}")
+        set_fields(self, num_groups=groups, num_channels=channels,
+                   eps=_positive_float(eps, "eps", "GroupNorm"), dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        check_key(self, key, "init")
+        return {"scale": jnp.ones((self.num_channels,), self.dtype),
+                "bias": jnp.zeros((self.num_channels,), self.dtype)}
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False) -> Array:
+        check_params(self, params)
+        check_float(self, x)
+        if jnp.ndim(x) < 2 or x.shape[1] != self.num_channels:
+            raise ShapeError("GroupNorm", f"expected input of shape (N, {self.num_channels}, "
+                             f"...), received {jnp.shape(x)}")
+        groups = x.reshape(x.shape[0], self.num_groups, -1)
+        mean = groups.mean(axis=-1, keepdims=True)
+        var = jnp.square(groups - mean).mean(axis=-1, keepdims=True)
+        y = ((groups - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+        channel = (1, -1) + (1,) * (x.ndim - 2)
+        return y * params["scale"].reshape(channel) + params["bias"].reshape(channel)
+
+
+def _normalized_shape(value: Any, owner: str) -> tuple[int, ...]:
+    values = (value,) if is_int(value) else tuple(value) if isinstance(
+        value, (tuple, list)) else None
+    if not values:
+        raise ValueError(f"{owner}: normalized_shape must be a positive int or a non-empty "
+                         f"tuple of them, received {value!r}")
+    return tuple(positive_int(d, "normalized_shape", owner) for d in values)
+
+
+def _positive_float(value: Any, name: str, owner: str) -> float:
+    """``float(value)`` for a finite real number > 0, else ValueError naming ``owner``."""
+    if isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.floating,
+                                                                 np.integer)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}: {name} must be a finite number > 0, received {value!r}")
+    return float(value)
 
 
 @dataclasses.dataclass(frozen=True, init=False)

@@ -1,9 +1,13 @@
-"""``MaxPool2D`` and ``AvgPool2D`` over NCHW inputs, as ``torch.nn.MaxPool2d`` / ``AvgPool2d``."""
+"""Max and average pooling over NCL and NCHW inputs, as ``torch.nn.MaxPool1d/2d``, ``AvgPool1d/2d``.
+
+The 1-D layers run as the 2-D ones over an input of height 1: one pooling under both.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax.numpy as jnp
 from jax import lax
@@ -15,28 +19,30 @@ from minitorch.nn.core import (
     Padding,
     Params,
     PRNGKey,
-    as_pair,
+    as_tuple,
     check_float,
     check_params,
     check_shape,
     reshape_examples,
     resolve_padding,
     set_fields,
+    spatial_axes,
 )
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class _Pool2D(Layer):
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
+class _Pool(Layer):
+    spatial: ClassVar[int]
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
     padding: Padding
 
-    def __init__(self, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] | None = None, padding: Padding = 0):
-        owner = type(self).__name__
-        kernel_size = as_pair(kernel_size, "kernel_size", owner)
-        stride = kernel_size if stride is None else as_pair(stride, "stride", owner)
-        pads = resolve_padding(padding, (1, 1), kernel_size, stride, (1, 1), owner)
+    def __init__(self, kernel_size: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] | None = None, padding: Padding = 0):
+        owner, n = type(self).__name__, self.spatial
+        kernel_size = as_tuple(kernel_size, n, "kernel_size", owner)
+        stride = kernel_size if stride is None else as_tuple(stride, n, "stride", owner)
+        pads = resolve_padding(padding, (1,) * n, kernel_size, stride, (1,) * n, owner)
         too_wide = any(p > k // 2 for (p, _), k in zip(pads, kernel_size))
         if not isinstance(padding, str) and too_wide:
             raise ValueError(f"{owner}: padding {padding!r} must be at most half the kernel "
@@ -47,34 +53,44 @@ class _Pool2D(Layer):
               train: bool = False) -> Array:
         check_params(self, params)
         check_float(self, x)
-        check_shape(self, x, ("N", "C", "H", "W"))
+        n = self.spatial
+        check_shape(self, x, ("N", "C", *spatial_axes(n)))
         pads = resolve_padding(self.padding, x.shape[2:], self.kernel_size, self.stride,
-                               (1, 1), type(self).__name__)
-        check_window_fits(self, x.shape, self.kernel_size, self.stride, (1, 1), pads)
-        if self.stride == self.kernel_size and not any(map(any, pads)):
+                               (1,) * n, type(self).__name__)
+        check_window_fits(self, x.shape, self.kernel_size, self.stride, (1,) * n, pads)
+        lift = 2 - n  # a 1-D input runs as a 2-D one of height 1
+        y = self._pool2d(x.reshape(*x.shape[:2], *(1,) * lift, *x.shape[2:]),
+                         (1,) * lift + self.kernel_size, (1,) * lift + self.stride,
+                         ((0, 0),) * lift + pads)
+        return y.reshape(*y.shape[:2], *y.shape[2 + lift:])
+
+    def _pool2d(self, x: Array, kernel: tuple[int, ...], stride: tuple[int, ...],
+                pads: tuple[tuple[int, int], ...]) -> Array:
+        if stride == kernel and not any(map(any, pads)):
             # Non-overlapping windows: a reshape and a reduction over channels-last tiles,
             # which XLA:CPU runs and differentiates 3-7x faster than a reduce_window or the
             # same reduction over NCHW tiles (benchmarks/conv_formulations.py); the
             # transposes cancel against a neighbouring Conv2D's.
-            (kh, kw), (n, c, h, w) = self.kernel_size, x.shape
+            (kh, kw), (n, c, h, w) = kernel, x.shape
             cropped = x[:, :, : h // kh * kh, : w // kw * kw].transpose(0, 2, 3, 1)
             tiles = reshape_examples(cropped, (n, h // kh, kh, w // kw, kw, c))
             return self._reduce_tiles(tiles).transpose(0, 3, 1, 2)
-        return self._reduce_window(x, ((0, 0), (0, 0), *pads))
+        return self._reduce_window(x, ((0, 0), (0, 0), *pads), kernel, stride)
 
     def _reduce_tiles(self, tiles: Array) -> Array:
         raise NotImplementedError
 
-    def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...]) -> Array:
+    def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...],
+                       kernel: tuple[int, ...], stride: tuple[int, ...]) -> Array:
         raise NotImplementedError
 
-    def _window(self) -> dict:
-        return {"window_dimensions": (1, 1, *self.kernel_size),
-                "window_strides": (1, 1, *self.stride)}
+
+def _window(kernel: tuple[int, ...], stride: tuple[int, ...]) -> dict:
+    return {"window_dimensions": (1, 1, *kernel), "window_strides": (1, 1, *stride)}
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class MaxPool2D(_Pool2D):
+class MaxPool2D(_Pool):
     """Maximum over ``kernel_size`` windows; padding counts as ``-inf``.
 
     Args:
@@ -89,15 +105,18 @@ class MaxPool2D(_Pool2D):
     def _reduce_tiles(self, tiles: Array) -> Array:
         return tiles.max(axis=(2, 4))
 
-    def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...]) -> Array:
+    spatial: ClassVar[int] = 2
+
+    def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...],
+                       kernel: tuple[int, ...], stride: tuple[int, ...]) -> Array:
         # A Python scalar init value: lax.reduce_window then emits reduce_window_max, which
         # has a JVP rule under jit (an array init value becomes a tracer that cannot be
         # linearised).
-        return lax.reduce_window(x, -jnp.inf, lax.max, padding=pads, **self._window())
+        return lax.reduce_window(x, -jnp.inf, lax.max, padding=pads, **_window(kernel, stride))
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class AvgPool2D(_Pool2D):
+class AvgPool2D(_Pool):
     """Mean over ``kernel_size`` windows; padded zeros count (PyTorch's ``count_include_pad``).
 
     Args and shapes as :class:`MaxPool2D`.
@@ -106,6 +125,28 @@ class AvgPool2D(_Pool2D):
     def _reduce_tiles(self, tiles: Array) -> Array:
         return tiles.mean(axis=(2, 4))
 
-    def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...]) -> Array:
-        total = lax.reduce_window(x, 0.0, lax.add, padding=pads, **self._window())
-        return total / math.prod(self.kernel_size)
+    spatial: ClassVar[int] = 2
+
+    def _reduce_window(self, x: Array, pads: tuple[tuple[int, int], ...],
+                       kernel: tuple[int, ...], stride: tuple[int, ...]) -> Array:
+        total = lax.reduce_window(x, 0.0, lax.add, padding=pads, **_window(kernel, stride))
+        return total / math.prod(kernel)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class MaxPool1D(MaxPool2D):
+    """Maximum over ``kernel_size`` windows of an ``(N, C, L)`` input; padding counts as
+    ``-inf``. Args as :class:`MaxPool2D`, each an int (or a 1-tuple).
+
+    Shapes: ``x (N, C, L) -> y (N, C, L_out)``, ``L_out = (L + 2 * pad - k) // stride + 1``.
+    """
+
+    spatial: ClassVar[int] = 1
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class AvgPool1D(AvgPool2D):
+    """Mean over ``kernel_size`` windows of an ``(N, C, L)`` input; padded zeros count.
+    Args and shapes as :class:`MaxPool1D`."""
+
+    spatial: ClassVar[int] = 1

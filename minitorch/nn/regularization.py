@@ -37,6 +37,12 @@ class Dropout(Layer):
             raise KeyArgError("Dropout", "expected a PRNG key with train=True (pass key=...), "
                               "received key=None; use train=False for evaluation")
         check_key(self, key)
-        # jax.random.bernoulli's mask, but fused on the CPU (see nn/bernoulli.py)
-        keep = bernoulli(key, 1.0 - self.rate, jnp.shape(x))
-        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype)).astype(x.dtype)
+        return dropout(key, self.rate, x)
+
+
+def dropout(key: PRNGKey, rate: float, x: Array) -> Array:
+    """``x`` with each element zeroed with probability ``rate``, the rest scaled by
+    ``1 / (1 - rate)``; the mask is ``jax.random.bernoulli``'s, fused on the CPU (see
+    ``nn/bernoulli.py``). Shapes: ``x (...) -> (...)``, same dtype."""
+    keep = bernoulli(key, 1.0 - rate, jnp.shape(x))
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)

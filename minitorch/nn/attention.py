@@ -1,0 +1,158 @@
+"""``MultiHeadAttention``, batch first, as ``torch.nn.MultiheadAttention(batch_first=True)``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from minitorch.errors import DTypeError, KeyArgError, ShapeError
+from minitorch.nn.core import (
+    Array,
+    Layer,
+    Params,
+    PRNGKey,
+    check_float,
+    check_key,
+    check_params,
+    positive_int,
+    set_fields,
+    split_key,
+)
+from minitorch.nn.regularization import dropout as drop
+
+PROJECTIONS = ("q", "k", "v", "o")
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class MultiHeadAttention(Layer):
+    """Scaled dot-product attention over ``num_heads`` heads of ``embed_dim // num_heads``.
+
+    ``softmax(q k^T / sqrt(head_dim) + mask) v`` per head, with ``q = x W_q + b_q`` and so
+    on, heads concatenated and projected by ``W_o``. Numerics equal PyTorch's with
+    ``in_proj_weight = concat(q.W.T, k.W.T, v.W.T)`` and ``out_proj.weight = o.W.T``.
+
+    Args:
+      embed_dim: the model width E; ``num_heads`` must divide it.
+      num_heads: the number of heads.
+      bias: whether the four projections add a bias.
+      dropout: the probability of dropping an attention weight in training (needs a key).
+      causal: mask the future: query ``i`` attends to keys ``j <= i``.
+      dtype: dtype of the params (float32 by default).
+
+    Params: ``{"q", "k", "v", "o"}``, each ``{"W": (E, E), "b": (E,)}``; ``q``, ``k``, ``v``
+    start as PyTorch's ``in_proj_weight`` (Xavier-uniform over the stacked ``(3E, E)``),
+    ``o`` as its ``out_proj`` (uniform(+-1/sqrt(E))), biases at zero.
+
+    Shapes: self-attention ``x (N, L, E) -> (N, L, E)``; cross-attention takes a pair
+    ``(query (N, L, E), context (N, S, E)) -> (N, L, E)``.
+    ``apply(..., mask=m)``: a boolean mask, True where attention is allowed, ``(N, S)``
+    (padding) or broadcastable to ``(N, num_heads, L, S)``. A query row with every key
+    masked attends uniformly (not NaN, unlike a plain ``-inf`` mask).
+    """
+
+    embed_dim: int
+    num_heads: int
+    bias: bool
+    dropout: float
+    causal: bool
+    dtype: Any
+
+    def __init__(self, embed_dim: int, num_heads: int, *, bias: bool = True,
+                 dropout: float = 0.0, causal: bool = False, dtype: Any = jnp.float32):
+        owner = "MultiHeadAttention"
+        embed_dim = positive_int(embed_dim, "embed_dim", owner)
+        num_heads = positive_int(num_heads, "num_heads", owner)
+        if embed_dim % num_heads:
+            raise ValueError(f"{owner}: embed_dim={embed_dim} must be divisible by "
+                             f"num_heads={num_heads}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{owner}: dropout must be a number in [0, 1), received "
+                             f"{dropout!r}")
+        set_fields(self, embed_dim=embed_dim, num_heads=num_heads, bias=bool(bias),
+                   dropout=float(dropout), causal=bool(causal), dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        check_key(self, key, "init")
+        e = self.embed_dim
+        in_bound, out_bound = math.sqrt(6.0 / (e + 3 * e)), 1.0 / math.sqrt(e)
+        params = {}
+        for name, k in zip(PROJECTIONS, split_key(key, len(PROJECTIONS))):
+            bound = out_bound if name == "o" else in_bound
+            params[name] = {"W": jax.random.uniform(k, (e, e), self.dtype, -bound, bound)}
+            if self.bias:
+                params[name]["b"] = jnp.zeros((e,), self.dtype)
+        return params
+
+    def apply(self, params: Params, x: Array | tuple[Array, Array], *,
+              key: PRNGKey | None = None, train: bool = False,
+              mask: Array | None = None) -> Array:
+        check_params(self, params)
+        query, context = self._inputs(x)
+        n, length, _ = query.shape
+        heads, width = self.num_heads, self.embed_dim // self.num_heads
+
+        def project(name: str, v: Array) -> Array:
+            y = v @ params[name]["W"]
+            return y + params[name]["b"] if self.bias else y
+
+        q = project("q", query).reshape(n, length, heads, width)
+        k = project("k", context).reshape(n, context.shape[1], heads, width)
+        v = project("v", context).reshape(n, context.shape[1], heads, width)
+        allowed = self._mask(mask, n, length, context.shape[1])
+        scores = jnp.einsum("nlhd,nshd->nhls", q / jnp.sqrt(width).astype(q.dtype), k)
+        if allowed is not None:
+            scores = jnp.where(allowed, scores, jnp.finfo(scores.dtype).min)
+        weights = jax.nn.softmax(scores, axis=-1)
+        if train and self.dropout > 0.0:
+            if key is None:
+                raise KeyArgError("MultiHeadAttention", f"expected a PRNG key with train=True "
+                                  f"and dropout={self.dropout} (pass key=...), received None")
+            check_key(self, key)
+            weights = drop(key, self.dropout, weights)
+        out = jnp.einsum("nhls,nshd->nlhd", weights, v).reshape(n, length, self.embed_dim)
+        return project("o", out)
+
+    def _inputs(self, x: Any) -> tuple[Array, Array]:
+        pair = isinstance(x, (tuple, list))
+        if pair and len(x) != 2:
+            raise ShapeError("MultiHeadAttention", f"expected x (N, L, E) or a pair (query, "
+                             f"context), received a sequence of {len(x)}")
+        query, context = (x[0], x[1]) if pair else (x, x)
+        e = self.embed_dim
+        for name, value, axis in (("input", query, "L"), ("context", context, "S")):
+            check_float(self, value)
+            if jnp.ndim(value) != 3 or jnp.shape(value)[-1] != e:
+                raise ShapeError("MultiHeadAttention", f"expected {name} of shape "
+                                 f"(N, {axis}, {e}), received {jnp.shape(value)}")
+        if pair and query.shape[0] != context.shape[0]:
+            raise ShapeError("MultiHeadAttention", f"expected query and context with the same "
+                             f"batch size, received {query.shape} and {context.shape}")
+        return query, context
+
+    def _mask(self, mask: Array | None, n: int, length: int, source: int) -> Array | None:
+        """The allowed-positions mask, broadcastable to ``(N, heads, L, S)``, or None."""
+        full = (n, self.num_heads, length, source)
+        allowed = None
+        if mask is not None:
+            dtype = jnp.result_type(mask)
+            if dtype != jnp.bool_:
+                raise DTypeError("MultiHeadAttention", f"expected a boolean mask (True where "
+                                 f"attention is allowed), received {dtype}")
+            shape = tuple(jnp.shape(mask))
+            if shape == (n, source):
+                allowed = mask[:, None, None, :]
+            elif len(shape) == 4 and all(m in (1, f) for m, f in zip(shape, full)):
+                allowed = mask
+            else:
+                raise ShapeError("MultiHeadAttention", f"expected a mask of shape (N, S) = "
+                                 f"{(n, source)} or broadcastable to (N, num_heads, L, S) = "
+                                 f"{full}, received {shape}")
+        if self.causal:
+            future = jnp.tril(jnp.ones((length, source), jnp.bool_))
+            allowed = future if allowed is None else allowed & future
+        return allowed

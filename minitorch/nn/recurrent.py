@@ -1,0 +1,196 @@
+"""Recurrent layers, batch first, as ``torch.nn.RNN`` / ``LSTM`` / ``GRU(batch_first=True)``.
+
+Each maps ``x (N, T, input_size)`` to every step's hidden state ``(N, T, hidden_size)``.
+The input projection of all steps is one matrix product before the loop; the loop is a
+``lax.scan`` over time, so a sequence of any length compiles one step, not ``T`` copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from minitorch.errors import ShapeError
+from minitorch.nn.core import (
+    Array,
+    Layer,
+    Params,
+    PRNGKey,
+    check_float,
+    check_key,
+    check_params,
+    check_shape,
+    positive_int,
+    set_fields,
+    split_key,
+)
+
+Carry = Any  # h (N, H); for LSTM the pair (h, c)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class _Recurrent(Layer):
+    """The parts every recurrent layer shares: params, checks, the scan over time.
+
+    A subclass gives ``gates`` (G, the gate count), ``cell`` (one step from the projected
+    input and the carry) and, for LSTM, how a carry is made and read.
+    """
+
+    gates: ClassVar[int]
+    input_size: int
+    hidden_size: int
+    bias: bool
+    unroll: int
+    dtype: Any
+
+    def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
+                 unroll: int = 1, dtype: Any = jnp.float32):
+        owner = type(self).__name__
+        set_fields(self, input_size=positive_int(input_size, "input_size", owner),
+                   hidden_size=positive_int(hidden_size, "hidden_size", owner),
+                   bias=bool(bias), unroll=positive_int(unroll, "unroll", owner),
+                   dtype=jnp.dtype(dtype))
+
+    def init(self, key: PRNGKey) -> Params:
+        """Every param uniform(-1/sqrt(H), 1/sqrt(H)), as PyTorch."""
+        check_key(self, key, "init")
+        width, bound = self.gates * self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
+        shapes = {"W_ih": (self.input_size, width), "W_hh": (self.hidden_size, width)}
+        if self.bias:
+            shapes.update(b_ih=(width,), b_hh=(width,))
+        keys = split_key(key, len(shapes))
+        return {name: jax.random.uniform(k, shape, self.dtype, -bound, bound)
+                for (name, shape), k in zip(shapes.items(), keys)}
+
+    def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
+              train: bool = False, initial: Carry | None = None) -> Array:
+        check_params(self, params)
+        check_float(self, x)
+        check_shape(self, x, ("N", "T", self.input_size))
+        n = x.shape[0]
+        dtype = jnp.result_type(x, params["W_ih"])
+        carry = self._initial(initial, n, dtype)
+        inputs = x @ params["W_ih"]  # every step's input projection in one product
+        if self.bias:
+            inputs = inputs + params["b_ih"]
+        w_hh, b_hh = params["W_hh"], params.get("b_hh")
+
+        def step(carry: Carry, projected: Array) -> tuple[Carry, Array]:
+            hidden = self._hidden(carry) @ w_hh
+            carry = self.cell(projected, hidden if b_hh is None else hidden + b_hh, carry)
+            return carry, self._hidden(carry)
+
+        _, hs = jax.lax.scan(step, carry, inputs.swapaxes(0, 1), unroll=self.unroll)
+        return hs.swapaxes(0, 1)
+
+    def cell(self, projected: Array, hidden: Array, carry: Carry) -> Carry:
+        """One step: ``projected = x_t W_ih + b_ih``, ``hidden = h W_hh + b_hh`` -> new carry."""
+        raise NotImplementedError
+
+    def _hidden(self, carry: Carry) -> Array:
+        return carry
+
+    def _initial(self, initial: Carry | None, n: int, dtype: Any) -> Carry:
+        if initial is None:
+            return jnp.zeros((n, self.hidden_size), dtype)
+        self._check_carry_part(initial, "initial", n)
+        return jnp.asarray(initial, dtype)
+
+    def _check_carry_part(self, value: Any, what: str, n: int) -> None:
+        if tuple(jnp.shape(value)) != (n, self.hidden_size):
+            raise ShapeError(type(self).__name__, f"expected {what} of shape (N, H) = "
+                             f"{(n, self.hidden_size)}, received {tuple(jnp.shape(value))}")
+
+
+_NONLINEARITIES: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class RNN(_Recurrent):
+    """Elman RNN: ``h_t = act(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)``.
+
+    Args:
+      input_size, hidden_size: the widths of ``x`` and ``h``.
+      nonlinearity: ``"tanh"`` or ``"relu"``.
+      bias: whether to add ``b_ih`` and ``b_hh``.
+      unroll: steps per iteration of the scan (a speed knob; the result is the same).
+      dtype: dtype of the params (float32 by default).
+
+    Params: ``W_ih (input_size, H)``, ``W_hh (H, H)``, ``b_ih (H,)``, ``b_hh (H,)``
+    (``W_ih`` is PyTorch's ``weight_ih_l0.T``).
+    Shapes: ``x (N, T, input_size) -> (N, T, H)``; ``apply(..., initial=h0)`` with
+    ``h0 (N, H)`` starts from a given state (zeros by default).
+    """
+
+    gates: ClassVar[int] = 1
+    nonlinearity: str
+
+    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", *,
+                 bias: bool = True, unroll: int = 1, dtype: Any = jnp.float32):
+        if nonlinearity not in _NONLINEARITIES:
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', received "
+                             f"{nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias=bias, unroll=unroll, dtype=dtype)
+        set_fields(self, nonlinearity=nonlinearity)
+
+    def cell(self, projected: Array, hidden: Array, carry: Carry) -> Carry:
+        return _NONLINEARITIES[self.nonlinearity](projected + hidden)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class LSTM(_Recurrent):
+    """Long short-term memory, gates in PyTorch's order (input, forget, cell, output):
+    ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``.
+
+    Args: as :class:`RNN` (no nonlinearity).
+
+    Params: ``W_ih (input_size, 4H)``, ``W_hh (H, 4H)``, ``b_ih (4H,)``, ``b_hh (4H,)``.
+    Shapes: ``x (N, T, input_size) -> (N, T, H)``, every step's ``h``;
+    ``apply(..., initial=(h0, c0))``, each ``(N, H)``, starts from a given carry.
+    """
+
+    gates: ClassVar[int] = 4
+
+    def cell(self, projected: Array, hidden: Array, carry: Carry) -> Carry:
+        i, f, g, o = jnp.split(projected + hidden, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry[1] + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+    def _hidden(self, carry: Carry) -> Array:
+        return carry[0]
+
+    def _initial(self, initial: Carry | None, n: int, dtype: Any) -> Carry:
+        if initial is None:
+            zeros = jnp.zeros((n, self.hidden_size), dtype)
+            return zeros, zeros
+        if not isinstance(initial, (tuple, list)) or len(initial) != 2:
+            raise ShapeError("LSTM", f"expected initial=(h0, c0), each (N, H) = "
+                             f"{(n, self.hidden_size)}, received {type(initial).__name__}")
+        for what, value in zip(("initial h0", "initial c0"), initial):
+            self._check_carry_part(value, what, n)
+        return tuple(jnp.asarray(v, dtype) for v in initial)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class GRU(_Recurrent):
+    """Gated recurrent unit, gates in PyTorch's order (reset, update, new):
+    ``n = tanh(x W_in + b_in + r * (h W_hn + b_hn))``, ``h_t = (1 - z) * n + z * h_{t-1}``.
+
+    Args: as :class:`RNN` (no nonlinearity).
+
+    Params: ``W_ih (input_size, 3H)``, ``W_hh (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``.
+    Shapes: ``x (N, T, input_size) -> (N, T, H)``; ``apply(..., initial=h0)``, ``h0 (N, H)``.
+    """
+
+    gates: ClassVar[int] = 3
+
+    def cell(self, projected: Array, hidden: Array, carry: Carry) -> Carry:
+        x_r, x_z, x_n = jnp.split(projected, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(hidden, 3, axis=-1)
+        r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+        return (1 - z) * jnp.tanh(x_n + r * h_n) + z * carry
