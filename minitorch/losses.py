@@ -2,7 +2,9 @@
 
 Each takes ``reduction``: ``"mean"`` (default; the mean over every element of the
 unreduced loss, as PyTorch), ``"sum"``, or ``"none"`` (the unreduced loss: per element
-for ``mse`` and the binary losses, per example for ``softmax_cross_entropy``).
+for ``mse`` and the binary losses, per example for ``softmax_cross_entropy``), and
+``where=``, a boolean mask of the unreduced loss's shape: only the True entries count
+(``"mean"`` averages over them), as PyTorch's ``ignore_index`` for padded sequences.
 
 All stay finite for float32 logits of magnitude 1e4 and probabilities of exactly 0 and 1.
 Shapes are checked at trace time; values (a probability outside [0, 1], a class id out of
@@ -22,14 +24,32 @@ Array = jax.Array
 Reduction = Literal["mean", "sum", "none"]
 
 
-def _reduce(loss: Array, reduction: str, where: str) -> Array:
+def _reduce(loss: Array, reduction: str, name: str, keep: Array | None = None) -> Array:
+    """Reduce ``loss``; with ``keep`` (a boolean mask of its shape) only the kept entries
+    count: the others are 0 under ``"none"`` and ``"sum"``, and ``"mean"`` divides by the
+    number kept (NaN when none is, as PyTorch's ``ignore_index``)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', received "
+                         f"{reduction!r}")
+    if keep is not None:
+        loss = jnp.where(keep, loss, jnp.zeros((), loss.dtype))
     if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', received {reduction!r}")
+        return loss.mean() if keep is None else loss.sum() / keep.sum(dtype=loss.dtype)
+    return loss.sum() if reduction == "sum" else loss
+
+
+def _mask(keep: Array | None, shape: tuple[int, ...], what: str, name: str) -> Array | None:
+    """``keep`` checked: None, or a boolean array of ``shape``."""
+    if keep is None:
+        return None
+    dtype = jnp.result_type(keep)
+    if dtype != jnp.bool_:
+        raise DTypeError(name, f"expected a boolean where= (True for the entries that count), "
+                         f"received {dtype}")
+    if tuple(jnp.shape(keep)) != tuple(shape):
+        raise ShapeError(name, f"expected where= of shape {tuple(shape)} ({what}), received "
+                         f"{tuple(jnp.shape(keep))}")
+    return jnp.asarray(keep)
 
 
 def _same_shape(a: Array, b: Array, names: tuple[str, str], where: str) -> None:
@@ -45,15 +65,19 @@ def _floating(x: Array, name: str, where: str) -> None:
         raise DTypeError(where, f"expected floating-point {name}, received {dtype}")
 
 
-def mse(pred: Array, target: Array, *, reduction: Reduction = "mean") -> Array:
+def mse(pred: Array, target: Array, *, where: Array | None = None,
+        reduction: Reduction = "mean") -> Array:
     """Mean squared error ``(pred - target) ** 2``.
 
     Args:
       pred, target: float arrays of the same shape ``(...)``.
+      where: optional boolean ``(...)``: only the True elements count (``"mean"`` averages
+        over them; the others are 0 under ``"none"``).
       reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per element, shape ``(...)``).
     """
     _same_shape(pred, target, ("pred", "target"), "mse")
-    return _reduce(jnp.square(pred - target), reduction, "mse")
+    keep = _mask(where, jnp.shape(pred), "per element", "mse")
+    return _reduce(jnp.square(pred - target), reduction, "mse", keep)
 
 
 @jax.custom_jvp
@@ -76,26 +100,30 @@ def _bce_jvp(primals, tangents):
     return loss, grad_p * d_probs + grad_t * d_targets
 
 
-def binary_cross_entropy(probs: Array, targets: Array, *, reduction: Reduction = "mean") -> Array:
+def binary_cross_entropy(probs: Array, targets: Array, *, where: Array | None = None,
+                         reduction: Reduction = "mean") -> Array:
     """``-(t log p + (1 - t) log(1 - p))``, each log clamped at -100 as in PyTorch.
 
     Args:
       probs: probabilities in [0, 1], shape ``(...)``.
       targets: float targets in [0, 1], same shape.
+      where: optional boolean of the same shape: only the True elements count.
       reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per element).
 
     The gradient with respect to ``probs`` is ``(p - t) / max(p (1 - p), 1e-12)``, finite at
     exactly 0 and 1. Prefer :func:`binary_cross_entropy_with_logits` on raw scores.
     """
-    where = "binary_cross_entropy"
-    _floating(probs, "probs", where)
-    _floating(targets, "targets", where)
-    _same_shape(probs, targets, ("probs", "targets"), where)
+    name = "binary_cross_entropy"
+    _floating(probs, "probs", name)
+    _floating(targets, "targets", name)
+    _same_shape(probs, targets, ("probs", "targets"), name)
+    keep = _mask(where, jnp.shape(probs), "per element", name)
     dtype = jnp.result_type(probs, targets)
-    return _reduce(_bce(probs.astype(dtype), targets.astype(dtype)), reduction, where)
+    return _reduce(_bce(probs.astype(dtype), targets.astype(dtype)), reduction, name, keep)
 
 
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, *,
+                                     where: Array | None = None,
                                      reduction: Reduction = "mean") -> Array:
     """Binary cross-entropy of ``sigmoid(logits)``, computed stably on the logits.
 
@@ -104,16 +132,18 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, *,
     Args:
       logits: raw scores, shape ``(...)``.
       targets: float targets in [0, 1], same shape.
+      where: optional boolean of the same shape: only the True elements count.
       reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per element).
     """
-    where = "binary_cross_entropy_with_logits"
-    _floating(logits, "logits", where)
-    _floating(targets, "targets", where)
-    _same_shape(logits, targets, ("logits", "targets"), where)
+    name = "binary_cross_entropy_with_logits"
+    _floating(logits, "logits", name)
+    _floating(targets, "targets", name)
+    _same_shape(logits, targets, ("logits", "targets"), name)
     # softplus is logaddexp(x, 0), whose JVP is sigmoid(x) everywhere; the equal form
     # max(x, 0) + log1p(exp(-|x|)) lets autodiff take one-sided derivatives at x = 0.
+    keep = _mask(where, jnp.shape(logits), "per element", name)
     loss = jax.nn.softplus(logits) - logits * targets
-    return _reduce(loss, reduction, where)
+    return _reduce(loss, reduction, name, keep)
 
 
 def _log_softmax(logits: Array) -> tuple[Array, Array]:
@@ -148,7 +178,8 @@ def _softmax_xent_jvp(primals, tangents):
     return loss, d_loss
 
 
-def softmax_cross_entropy(logits: Array, labels: Array, *,
+def softmax_cross_entropy(logits: Array, labels: Array, *, where: Array | None = None,
+                          label_smoothing: float = 0.0,
                           reduction: Reduction = "mean") -> Array:
     """Fused softmax + cross-entropy on raw logits (``torch.nn.CrossEntropyLoss``).
 
@@ -159,33 +190,53 @@ def softmax_cross_entropy(logits: Array, labels: Array, *,
       logits: raw scores, shape ``(..., C)``, float.
       labels: integer class ids of shape ``(...)``, or per-class probabilities of shape
         ``(..., C)`` (float; each row summing to 1).
+      where: optional boolean ``(...)`` (the labels' batch shape): only the True entries
+        count. ``"mean"`` averages over them (PyTorch's ``ignore_index``; NaN when none is
+        kept, as PyTorch); the others are 0 under ``"none"`` and may hold any label, even
+        an invalid class id.
+      label_smoothing: ``eps`` in [0, 1): the target becomes ``(1 - eps) * target + eps / C``,
+        as PyTorch's ``label_smoothing``.
       reduction: ``"mean"`` (over examples) | ``"sum"`` | ``"none"`` (per example, shape ``(...)``).
 
-    A class id outside ``[0, C)`` cannot be caught under ``jit``: its loss is NaN.
+    A kept class id outside ``[0, C)`` cannot be caught under ``jit``: its loss is NaN.
     """
-    where = "softmax_cross_entropy"
-    _floating(logits, "logits", where)
+    name = "softmax_cross_entropy"
+    _floating(logits, "logits", name)
     shape, label_shape = jnp.shape(logits), jnp.shape(labels)
     if len(shape) < 1:
-        raise ShapeError(where, f"expected logits of shape (..., C), received {shape}")
+        raise ShapeError(name, f"expected logits of shape (..., C), received {shape}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+            or not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"{name}: label_smoothing must be a number in [0, 1), received "
+                         f"{label_smoothing!r}")
+    keep = _mask(where, shape[:-1], "the labels' batch shape", name)
     label_dtype = jnp.result_type(labels)
     if jnp.issubdtype(label_dtype, jnp.integer):
         if label_shape != shape[:-1]:
-            raise ShapeError(where, f"expected integer labels of shape {shape[:-1]} "
+            raise ShapeError(name, f"expected integer labels of shape {shape[:-1]} "
                              f"(logits {shape} without the class axis), received {label_shape}")
+        if keep is not None:  # a left-out entry may hold any id: it must not become NaN
+            labels = jnp.where(keep, labels, 0)
         classes = jnp.arange(shape[-1], dtype=label_dtype)
         targets = (labels[..., None] == classes).astype(logits.dtype)
         in_range = (labels >= 0) & (labels < shape[-1])
-        loss = jnp.where(in_range, _softmax_xent(logits, targets), jnp.nan)
+        loss = jnp.where(in_range, _softmax_xent(logits, _smooth(targets, label_smoothing)),
+                         jnp.nan)
     elif jnp.issubdtype(label_dtype, jnp.floating):
         if label_shape != shape:
             hint = (" (integer class ids need an integer dtype: labels.astype(jnp.int32))"
                     if label_shape == shape[:-1] else "")
-            raise ShapeError(where, f"expected probability labels of shape {shape} (same as "
+            raise ShapeError(name, f"expected probability labels of shape {shape} (same as "
                              f"logits), received {label_shape}{hint}")
         dtype = jnp.result_type(logits, labels)
-        loss = _softmax_xent(logits.astype(dtype), labels.astype(dtype))
+        loss = _softmax_xent(logits.astype(dtype),
+                             _smooth(labels.astype(dtype), label_smoothing))
     else:
-        raise DTypeError(where, f"expected integer class ids or float probabilities as labels, "
+        raise DTypeError(name, f"expected integer class ids or float probabilities as labels, "
                          f"received {label_dtype}")
-    return _reduce(loss, reduction, where)
+    return _reduce(loss, reduction, name, keep)
+
+
+def _smooth(targets: Array, eps: float) -> Array:
+    """``(1 - eps) * targets + eps / C`` over the last axis (nothing when ``eps`` is 0)."""
+    return targets if eps == 0.0 else (1.0 - eps) * targets + eps / targets.shape[-1]

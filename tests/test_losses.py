@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 
 from minitorch import losses
 from minitorch.errors import DTypeError, ShapeError
-from tests.helpers import assert_jit_grads_match_eager, log_softmax_ref
+from tests.helpers import assert_jit_grads_match_eager, assert_matches_torch, log_softmax_ref
 
 REDUCE = {"mean": np.mean, "sum": np.sum, "none": lambda a: a}
 
@@ -281,3 +281,89 @@ def test_mse_properties(pred):
     target = pred[::-1] if pred.ndim else pred
     np.testing.assert_allclose(losses.mse(pred, target), losses.mse(target, pred))
     assert losses.mse(pred, target + 1) > 0
+
+
+def _torch_xent(t, labels, **kwargs):
+    import torch
+    return torch.nn.functional.cross_entropy(t["logits"].transpose(1, -1), labels, **kwargs)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_where_and_smoothing_equal_pytorch(reduction, smoothing):
+    """where= is PyTorch's ignore_index (the ignored entries hold an invalid id, -100)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=(3, 4))
+    labels[0, 2:] = -100
+    labels[2, 0] = -100
+    arrays = {"logits": rng.normal(size=(3, 4, 5)).astype(np.float32)}
+
+    def ours(a):
+        return losses.softmax_cross_entropy(a["logits"], jnp.asarray(labels),
+                                            where=jnp.asarray(labels != -100),
+                                            label_smoothing=smoothing, reduction=reduction)
+
+    assert_matches_torch(ours, lambda t: _torch_xent(
+        t, torch.as_tensor(labels), ignore_index=-100, label_smoothing=smoothing,
+        reduction=reduction), arrays, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_label_smoothing_of_probability_labels_equals_pytorch(reduction):
+    import torch
+
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), size=5).astype(np.float32)
+    arrays = {"logits": rng.normal(size=(5, 4)).astype(np.float32)}
+    assert_matches_torch(
+        lambda a: losses.softmax_cross_entropy(a["logits"], jnp.asarray(probs),
+                                               label_smoothing=0.2, reduction=reduction),
+        lambda t: torch.nn.functional.cross_entropy(t["logits"], torch.as_tensor(probs),
+                                                    label_smoothing=0.2, reduction=reduction),
+        arrays)
+
+
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy",
+                                  "binary_cross_entropy_with_logits"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_elementwise_losses_where_counts_only_kept_elements(name, reduction):
+    rng = np.random.default_rng(2)
+    first = rng.uniform(0.05, 0.95, size=(4, 3)).astype(np.float32)
+    second = rng.uniform(size=(4, 3)).astype(np.float32)
+    keep = rng.uniform(size=(4, 3)) > 0.4
+    loss = getattr(losses, name)
+    full = np.asarray(loss(first, second, reduction="none"))
+    got = jax.jit(lambda a, b, k: loss(a, b, where=k, reduction=reduction))(first, second, keep)
+    expected = {"mean": full[keep].mean(), "sum": full[keep].sum(),
+                "none": np.where(keep, full, 0)}[reduction]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    grad = jax.jit(jax.grad(lambda a: loss(a, second, where=keep)))(first)
+    np.testing.assert_array_equal(np.asarray(grad)[~keep], 0)  # left out: no gradient
+
+
+def test_where_leaves_out_invalid_ids_without_nan():
+    logits = jnp.zeros((3, 4))
+    labels = jnp.array([1, 99, -7])
+    keep = jnp.array([True, False, False])
+    np.testing.assert_allclose(losses.softmax_cross_entropy(logits, labels, where=keep),
+                               np.log(4), rtol=1e-6)
+    per = losses.softmax_cross_entropy(logits, labels, where=keep, reduction="none")
+    np.testing.assert_allclose(per, [np.log(4), 0, 0], rtol=1e-6)
+    grad = jax.grad(lambda z: losses.softmax_cross_entropy(z, labels, where=keep))(logits)
+    assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[1:] == 0)
+    # nothing kept: the mean of nothing is NaN, as PyTorch's ignore_index
+    assert np.isnan(losses.softmax_cross_entropy(logits, labels, where=jnp.zeros(3, bool)))
+
+
+def test_where_and_smoothing_bad_arguments():
+    logits, labels = jnp.zeros((3, 4)), jnp.array([0, 1, 2])
+    with pytest.raises(ShapeError, match=r"softmax_cross_entropy: expected where= of shape "
+                                         r"\(3,\) \(the labels' batch shape\), received \(3, 4\)"):
+        losses.softmax_cross_entropy(logits, labels, where=jnp.ones((3, 4), bool))
+    with pytest.raises(DTypeError, match="mse: expected a boolean where="):
+        losses.mse(logits, logits, where=jnp.ones((3, 4)))
+    for bad in (-0.1, 1.0, "0.1", True):
+        with pytest.raises(ValueError, match="label_smoothing must be a number in"):
+            losses.softmax_cross_entropy(logits, labels, label_smoothing=bad)
