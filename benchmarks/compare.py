@@ -15,6 +15,8 @@ Install the peers with ``pip install -e ".[bench]"``.
 
 Run: python benchmarks/compare.py [--rounds 15] [--workloads tiny small large cnn]
                                   [--impls minitorch "raw JAX" ...]
+     python benchmarks/compare.py --workloads gpt lstm convseq --section sequences
+     (the sequence models of benchmarks/sequence_peers.py, Adam, batch 32, length 64)
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import interleaved, machine, median, ratio_spread  # noqa: E402
 from benchmarks.peers import JAX_PEERS, PEERS  # noqa: E402
+from benchmarks.sequence_peers import SEQUENCE_PEERS, SEQUENCE_WORKLOADS  # noqa: E402
 from benchmarks.workloads import WORKLOADS  # noqa: E402
+
+ALL_WORKLOADS = {**WORKLOADS, **SEQUENCE_WORKLOADS}
 
 MATMUL = "matmul 2048"
 MATMUL_FLOPS = 2 * 2048 ** 3
@@ -51,9 +56,16 @@ IMPORTS = {"minitorch": "minitorch", "optax": "optax", "jax": "jax",
 PACKAGES = ("jax", "jaxlib", "optax", "flax", "dm-haiku", "equinox", "torch", "numpy")
 
 
+def builders(workload):
+    """The implementations of ``workload``: benchmarks/sequence_peers.py for the sequence
+    models, benchmarks/peers.py for the others."""
+    return SEQUENCE_PEERS if workload.name in SEQUENCE_WORKLOADS else PEERS
+
+
 def step_times(workload, impls, rounds):
     """Seconds per step of every implementation (and the matmul on *large*), per round."""
-    runs = {name: PEERS[name](workload)() for name in impls}
+    runs = {name: builders(workload)[name](workload)() for name in impls
+            if name in builders(workload)}
     if workload.name == "large":
         a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
         b = jax.random.normal(jax.random.key(1), (2048, 2048), jnp.float32)
@@ -64,11 +76,11 @@ def step_times(workload, impls, rounds):
 
 def first_step_times(workload, impls, repeats):
     """Seconds of the first step (trace, compile, run) from a fresh build, per implementation."""
-    out = {name: [] for name in impls}
+    out = {name: [] for name in impls if name in builders(workload)}
     for _ in range(repeats):
-        for name in impls:
+        for name in out:
             jax.clear_caches()
-            run = PEERS[name](workload)()
+            run = builders(workload)[name](workload)()
             start = time.perf_counter()
             jax.block_until_ready(run())
             out[name].append(time.perf_counter() - start)
@@ -112,6 +124,8 @@ def step_table(results, impls):
     lines = ["| implementation | " + " | ".join(results) + " |",
              "| --- |" + " --- |" * len(results)]
     for name in impls:
+        if not all(name in times for times in results.values()):
+            continue
         cells = []
         for times in results.values():
             r, spread = ratio_spread(times, name, "raw JAX")
@@ -160,8 +174,9 @@ def findings(results, first, imports):
 def first_table(first, impls):
     lines = ["| implementation | " + " | ".join(first) + " |", "| --- |" + " --- |" * len(first)]
     for name in impls:
-        lines.append(f"| {name} | " + " | ".join(f"{t[name]:.2f} s" for t in first.values())
-                     + " |")
+        if all(name in t for t in first.values()):
+            lines.append(f"| {name} | " + " | ".join(f"{t[name]:.2f} s" for t in first.values())
+                         + " |")
     return lines
 
 
@@ -172,6 +187,7 @@ def plot(results, impls, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
+    impls = [name for name in impls if all(name in times for times in results.values())]
     width = 0.8 / len(impls)
     for i, name in enumerate(impls):
         ratios = [ratio_spread(times, name, "raw JAX")[0] for times in results.values()]
@@ -187,10 +203,11 @@ def plot(results, impls, path):
     return fig
 
 
-def write_section(lines, path):
+def write_section(lines, path, section="compare"):
     text = path.read_text()
-    block = "<!-- compare:begin -->\n" + "\n".join(lines) + "\n<!-- compare:end -->"
-    pattern = re.compile(r"<!-- compare:begin -->.*?<!-- compare:end -->", re.S)
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    block = begin + "\n" + "\n".join(lines) + "\n" + end
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
     else:
@@ -201,7 +218,11 @@ def write_section(lines, path):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS),
+                        choices=list(ALL_WORKLOADS))
+    parser.add_argument("--section", default="compare",
+                        help="the RESULTS.md markers and the chart's name to write "
+                             "(e.g. sequences for --workloads gpt lstm convseq)")
     parser.add_argument("--impls", nargs="+", default=list(PEERS))
     parser.add_argument("--compile-repeats", type=int, default=3)
     parser.add_argument("--import-rounds", type=int, default=7)
@@ -214,10 +235,10 @@ def main() -> None:
 
     results = {}
     for name in args.workloads:
-        results[name] = step_times(WORKLOADS[name], impls, args.rounds)
+        results[name] = step_times(ALL_WORKLOADS[name], impls, args.rounds)
         print(f"{name}: " + ", ".join(f"{k} {1e6 * median(v):,.0f} us"
                                       for k, v in results[name].items()), flush=True)
-    first = {name: first_step_times(WORKLOADS[name], impls, args.compile_repeats)
+    first = {name: first_step_times(ALL_WORKLOADS[name], impls, args.compile_repeats)
              for name in args.workloads} if args.compile_repeats else {}
     imports = import_times(args.import_rounds, impls)[0] if args.import_rounds else {}
     after = machine()
@@ -243,8 +264,8 @@ def main() -> None:
     lines += ["", "Targets:", "", *findings(results, first, imports)]
     print("\n".join(lines))
     if not args.no_write:
-        write_section(lines, ROOT / "benchmarks" / "RESULTS.md")
-        plot(results, impls, ROOT / "benchmarks" / "compare.png")
+        write_section(lines, ROOT / "benchmarks" / "RESULTS.md", args.section)
+        plot(results, impls, ROOT / "benchmarks" / f"{args.section}.png")
 
 
 if __name__ == "__main__":

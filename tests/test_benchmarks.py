@@ -5,12 +5,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers import PEERS  # noqa: E402
+from benchmarks.sequence_peers import (  # noqa: E402
+    SEQUENCE_PEERS,
+    SEQUENCE_WORKLOADS,
+    minitorch_model,
+    raw_forward,
+)
 from benchmarks.workloads import WORKLOADS  # noqa: E402
 
 
@@ -51,3 +60,43 @@ def test_dropout_benchmark_times_like_for_like():
     np.testing.assert_array_equal(m_jax["loss"], m_ours["loss"])
     for a, b in zip(jax.tree.leaves(p_jax), jax.tree.leaves(p_ours)):
         np.testing.assert_array_equal(a, b)
+
+
+def _as_raw(name, p):
+    """minitorch's params of a sequence workload in benchmarks/sequence_peers.py's raw layout."""
+    if name == "lstm":
+        return {"embed": p[0]["W"], "w_ih": p[1]["W_ih"], "w_hh": p[1]["W_hh"],
+                "b": p[1]["b_ih"] + p[1]["b_hh"], "head": p[2]["W"], "head_b": p[2]["b"]}
+    if name == "convseq":
+        def kernel(conv):  # (O, I, K) -> (K, I, O)
+            return conv["W"].transpose(2, 1, 0)
+
+        return {"embed": p["embed"]["W"], "c1": kernel(p["convs"][0]), "c1_b": p["convs"][0]["b"],
+                "c2": kernel(p["convs"][2]), "c2_b": p["convs"][2]["b"],
+                "head": p["head"]["W"], "head_b": p["head"]["b"]}
+    blocks = [{"ln1": b["norm1"], "ln2": b["norm2"],
+               "qkv": jnp.concatenate([b["attn"][k]["W"] for k in "qkv"], axis=1),
+               "qkv_b": jnp.concatenate([b["attn"][k]["b"] for k in "qkv"]),
+               "o": b["attn"]["o"]["W"], "o_b": b["attn"]["o"]["b"],
+               "up": b["mlp"][0]["W"], "up_b": b["mlp"][0]["b"],
+               "down": b["mlp"][2]["W"], "down_b": b["mlp"][2]["b"]} for b in p["blocks"]]
+    return {"tok": p["tokens"]["W"], "pos": p["positions"]["W"], "blocks": blocks,
+            "ln": p["norm"], "head": p["head"]["W"], "head_b": p["head"]["b"]}
+
+
+@pytest.mark.parametrize("name", ["gpt", "lstm", "convseq"])
+def test_sequence_workloads_compute_the_same_model(name):
+    """minitorch's model and the raw JAX reference compute the same logits from the same
+    params, so benchmarks/compare.py times like for like; both steps train."""
+    from minitorch import losses
+    w = SEQUENCE_WORKLOADS[name]
+    model = minitorch_model(w)
+    params = model.init(jax.random.key(0))
+    x, y = w.data()
+    np.testing.assert_allclose(model.apply(params, x), raw_forward(w)(_as_raw(name, params), x),
+                               rtol=1e-4, atol=1e-5)
+    for impl in ("minitorch", "raw JAX"):
+        run = SEQUENCE_PEERS[impl](w)()
+        first, _, last = (float(run()) for _ in range(3))
+        assert np.isfinite(first) and last < first
+    assert np.isfinite(float(losses.softmax_cross_entropy(model.apply(params, x), y)))
