@@ -43,11 +43,11 @@ def _nhwc(x):
     return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
 
 
-def _xent(logits, y):
+def xent(logits, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def _carry(step, params, opt_state, x, y) -> Run:
+def carry_run(step, params, opt_state, x, y) -> Run:
     """A run() for a functional step ``(params, opt_state, x, y) -> (params, opt_state, loss)``."""
     carry = [params, opt_state]
 
@@ -58,7 +58,7 @@ def _carry(step, params, opt_state, x, y) -> Run:
     return run
 
 
-def _optax_step(loss_fn, tx):
+def optax_step(loss_fn, tx):
     """The usual optax step around ``loss_fn(params, x, y)``, jit'd with donation."""
 
     def step(params, opt_state, x, y):
@@ -80,8 +80,8 @@ def _init_apply_run(w: Workload, init, apply) -> Run:
     x = _nhwc(x)
     params = init(jax.random.key(0), x)
     tx = _sgd()
-    step = _optax_step(lambda p, x, y: _xent(apply(p, x), y), tx)
-    return _carry(step, params, tx.init(params), x, y)
+    step = optax_step(lambda p, x, y: xent(apply(p, x), y), tx)
+    return carry_run(step, params, tx.init(params), x, y)
 
 
 # ---- minitorch and raw JAX --------------------------------------------------------------
@@ -110,7 +110,7 @@ def raw_jax(w: Workload) -> Callable[[], Run]:
     def make():
         x, y = w.data()
         params = raw_init(w, jax.random.key(0))
-        return _carry(raw_step_fn(w), params, jax.tree.map(jnp.zeros_like, params), x, y)
+        return carry_run(raw_step_fn(w), params, jax.tree.map(jnp.zeros_like, params), x, y)
 
     return make
 
@@ -194,7 +194,7 @@ def flax_nnx(w: Workload) -> Callable[[], Run]:
 
         @nnx.jit
         def step(model, optimizer, x, y):
-            loss, grads = nnx.value_and_grad(lambda m: _xent(m(x), y))(model)
+            loss, grads = nnx.value_and_grad(lambda m: xent(m(x), y))(model)
             optimizer.update(model, grads)
             return loss
 
@@ -245,23 +245,27 @@ def equinox(w: Workload) -> Callable[[], Run]:
 
     def make():
         x, y = w.data()
-        model = build(jax.random.key(0))
-        tx = _sgd()
-        opt_state = tx.init(eqx.filter(model, eqx.is_array))
-
-        @eqx.filter_value_and_grad
-        def loss_fn(model, x, y):
-            return _xent(jax.vmap(model)(x), y)
-
-        @eqx.filter_jit(donate="all")
-        def step(model, opt_state, x, y):
-            loss, grads = loss_fn(model, x, y)
-            updates, opt_state = tx.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-            return eqx.apply_updates(model, updates), opt_state, loss
-
-        return _carry(step, model, opt_state, x, y)
+        return equinox_run(build(jax.random.key(0)), _sgd(), x, y)
 
     return make
+
+
+def equinox_run(model, tx, x, y) -> Run:
+    """run() for an Equinox ``model`` of one example, vmapped over the batch: the step as
+    Equinox's documentation writes it (``filter_jit`` with donation)."""
+    import equinox as eqx
+
+    @eqx.filter_value_and_grad
+    def loss_fn(model, x, y):
+        return xent(jax.vmap(model)(x), y)
+
+    @eqx.filter_jit(donate="all")
+    def step(model, opt_state, x, y):
+        loss, grads = loss_fn(model, x, y)
+        updates, opt_state = tx.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), opt_state, loss
+
+    return carry_run(step, model, tx.init(eqx.filter(model, eqx.is_array)), x, y)
 
 
 # ---- PyTorch eager ------------------------------------------------------------------------

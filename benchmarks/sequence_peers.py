@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-Run = Callable[[], object]
+from benchmarks.peers import Run, carry_run, equinox_run, optax_step, xent
+
 LEARNING_RATE = 1e-3
 WIDTH, HEADS, MLP, DEPTH = 128, 4, 512, 2          # gpt
 EMBED, HIDDEN = 64, 256                            # lstm
@@ -52,28 +53,11 @@ SEQUENCE_WORKLOADS = {"gpt": SequenceWorkload("gpt", calls=10),
                       "convseq": SequenceWorkload("convseq", calls=20)}
 
 
-def _xent(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
 def _functional_run(loss_fn, params, w: SequenceWorkload) -> Run:
     """run() for a pure ``loss_fn(params, x, y)``: the usual optax step, jit'd with donation."""
     x, y = w.data()
     tx = optax.adam(LEARNING_RATE)
-
-    def step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    step = jax.jit(step, donate_argnums=(0, 1))
-    carry = [params, tx.init(params)]
-
-    def run():
-        carry[0], carry[1], loss = step(carry[0], carry[1], x, y)
-        return loss
-
-    return run
+    return carry_run(optax_step(loss_fn, tx), params, tx.init(params), x, y)
 
 
 def _gelu(x):
@@ -241,7 +225,7 @@ def raw_forward(w: SequenceWorkload):
 def raw_jax(w: SequenceWorkload) -> Callable[[], Run]:
     def make():
         forward = raw_forward(w)
-        return _functional_run(lambda p, x, y: _xent(forward(p, x), y),
+        return _functional_run(lambda p, x, y: xent(forward(p, x), y),
                                raw_params(w, jax.random.key(0)), w)
 
     return make
@@ -281,7 +265,7 @@ def flax_linen(w: SequenceWorkload) -> Callable[[], Run]:
         model = Model()
         x, _ = w.data()
         params = model.init(jax.random.key(0), x)
-        return _functional_run(lambda p, x, y: _xent(model.apply(p, x), y), params, w)
+        return _functional_run(lambda p, x, y: xent(model.apply(p, x), y), params, w)
 
     return make
 
@@ -340,7 +324,7 @@ def flax_nnx(w: SequenceWorkload) -> Callable[[], Run]:
 
         @nnx.jit
         def step(model, optimizer, x, y):
-            loss, grads = nnx.value_and_grad(lambda m: _xent(m(x), y))(model)
+            loss, grads = nnx.value_and_grad(lambda m: xent(m(x), y))(model)
             optimizer.update(model, grads)
             return loss
 
@@ -382,7 +366,7 @@ def haiku(w: SequenceWorkload) -> Callable[[], Run]:
         model = hk.without_apply_rng(hk.transform(forward))
         x, _ = w.data()
         params = model.init(jax.random.key(0), x)
-        return _functional_run(lambda p, x, y: _xent(model.apply(p, x), y), params, w)
+        return _functional_run(lambda p, x, y: xent(model.apply(p, x), y), params, w)
 
     return make
 
@@ -458,27 +442,7 @@ def equinox(w: SequenceWorkload) -> Callable[[], Run]:
 
     def make():
         x, y = w.data()
-        model = Model(jax.random.key(0))
-        tx = optax.adam(LEARNING_RATE)
-        opt_state = tx.init(eqx.filter(model, eqx.is_array))
-
-        @eqx.filter_value_and_grad
-        def loss_fn(model, x, y):
-            return _xent(jax.vmap(model)(x), y)
-
-        @eqx.filter_jit(donate="all")
-        def step(model, opt_state, x, y):
-            loss, grads = loss_fn(model, x, y)
-            updates, opt_state = tx.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-            return eqx.apply_updates(model, updates), opt_state, loss
-
-        carry = [model, opt_state]
-
-        def run():
-            carry[0], carry[1], loss = step(carry[0], carry[1], x, y)
-            return loss
-
-        return run
+        return equinox_run(Model(jax.random.key(0)), optax.adam(LEARNING_RATE), x, y)
 
     return make
 

@@ -19,6 +19,10 @@ CASES = [
     ("multihost.py", "params identical on all: yes"),
     ("spirals.py", "spirals: training accuracy"),
     ("digits_insight.py", "digits insight: test accuracy"),
+    ("resnet_digits.py", "resnet digits: test accuracy"),
+    ("names_mlp.py", "names MLP: validation"),
+    ("char_transformer.py", "char transformer: validation"),
+    ("char_lstm.py", "char LSTM: validation"),
 ]
 WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they save PNGs
 

@@ -56,11 +56,8 @@ def _kernel_params(layer: Any, key: PRNGKey, shape: tuple[int, ...]) -> Params:
 
 @dataclasses.dataclass(frozen=True, init=False)
 class _Conv(Layer):
-    """The convolution shared by ``Conv1D`` and ``Conv2D`` (``spatial`` axes after N, C).
-
-    A 1-D input ``(N, C, L)`` runs as a 2-D one of height 1, so both layers share one
-    formulation (its gradients, and its choice of kernels per backend).
-    """
+    """The convolution shared by ``Conv1D`` and ``Conv2D`` (``spatial`` axes after N, C);
+    both run :func:`convolve`."""
 
     spatial: ClassVar[int]
     in_channels: int
@@ -102,13 +99,8 @@ class _Conv(Layer):
         pads = resolve_padding(self.padding, x.shape[2:], self.kernel_size, self.stride,
                                self.dilation, type(self).__name__)
         check_window_fits(self, x.shape, self.kernel_size, self.stride, self.dilation, pads)
-        lift = 2 - self.spatial  # leading spatial axes of size 1 that make the input 2-D
-        w = params["W"].reshape(*params["W"].shape[:2], *(1,) * lift, *self.kernel_size)
-        y = conv2d(x.reshape(*x.shape[:2], *(1,) * lift, *x.shape[2:]), w,
-                   params["b"] if self.bias else None, stride=(1,) * lift + self.stride,
-                   pads=((0, 0),) * lift + pads, dilation=(1,) * lift + self.dilation,
-                   groups=self.groups)
-        return y.reshape(*y.shape[:2], *y.shape[2 + lift:])
+        return convolve(x, params["W"], params["b"] if self.bias else None, stride=self.stride,
+                        pads=pads, dilation=self.dilation, groups=self.groups)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -148,21 +140,23 @@ class Conv1D(_Conv):
     spatial: ClassVar[int] = 1
 
 
-def conv2d(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
-           pads: tuple[tuple[int, int], ...], dilation: tuple[int, ...], groups: int) -> Array:
-    """NCHW cross-correlation with an OIHW kernel, plus an optional bias ``(O,)``.
+def convolve(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
+             pads: tuple[tuple[int, int], ...], dilation: tuple[int, ...], groups: int) -> Array:
+    """Cross-correlation of ``x (N, C, *spatial)`` with ``w (O, C // groups, *kernel)``, plus
+    an optional bias ``(O,)``, as PyTorch's ``conv1d`` / ``conv2d``.
 
-    On the CPU an ungrouped convolution runs as one matmul over channels-last patches
-    (:func:`conv_as_matmul`); elsewhere, and for groups, XLA's convolution.
+    An ungrouped 2-D convolution on the CPU runs as one matmul over channels-last patches
+    (:func:`conv_as_matmul`), which XLA:CPU runs faster than its convolution; everything
+    else (1-D, where XLA's convolution measured faster, groups, other backends) runs
+    ``lax.conv_general_dilated``.
     """
-    if groups == 1 and jax.default_backend() == "cpu":
+    if x.ndim == 4 and groups == 1 and jax.default_backend() == "cpu":
         y = conv_as_matmul(x.transpose(0, 2, 3, 1), w, stride, pads, dilation)
         y = y + b if b is not None else y
         return y.transpose(0, 3, 1, 2)
     y = lax.conv_general_dilated(x, w, window_strides=stride, padding=pads,
-                                 rhs_dilation=dilation, dimension_numbers=("NCHW", "OIHW", "NCHW"),
-                                 feature_group_count=groups)
-    return y + b[:, None, None] if b is not None else y
+                                 rhs_dilation=dilation, feature_group_count=groups)
+    return y + b.reshape(-1, *(1,) * (x.ndim - 2)) if b is not None else y
 
 
 @dataclasses.dataclass(frozen=True, init=False)

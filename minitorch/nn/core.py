@@ -84,6 +84,13 @@ class Layer:
         """The sub-layers, each with its name in the params tree (None: the same tree)."""
         return ()
 
+    def labels(self) -> list[tuple[int | str | None, Layer]]:
+        """``(label, layer)`` per sub-layer as errors name it: an index for a numbered
+        sub-layer (``layer 2``), the name for a named one (``attn``), None for a wrapper's
+        single unnamed sub-layer, whose errors need no extra level."""
+        return [(None if name is None else int(name) if name.isdigit() else name, layer)
+                for name, layer in self.children()]
+
     @functools.cached_property
     def param_spec(self) -> Params:
         """Shapes and dtypes ``init`` creates (``jax.ShapeDtypeStruct`` leaves); no FLOPs spent."""
@@ -259,24 +266,27 @@ class Container(Layer):
               train: bool = False, state: State = None, **kwargs: Any) -> Any:
         """Returns ``y``; for a container with stateful sub-layers, which needs ``state=``,
         ``(y, new_state)``."""
-        if not self.stateful:
-            if state is not None and jax.tree.leaves(state):
-                raise StateError(name_of(self), f"this {name_of(self)} has no stateful layers; "
-                                 f"call apply without state=")
-            return self.run(params, self.init_state(), x, key=key, train=train, **kwargs)[0]
-        if state is None:
-            which = [f"{label} ({name_of(layer)})" for label, layer in self.labels()
-                     if layer.stateful and label is not None]
-            raise StateError(name_of(self), f"layers {', '.join(which)} keep state: expected "
-                             f"state={name_of(self).lower()}.init_state(), received None")
-        return self.run(params, state, x, key=key, train=train, **kwargs)
+        y, new_state = self.run(params, resolve_state(self, state), x, key=key, train=train,
+                                **kwargs)
+        return (y, new_state) if self.stateful else y
 
-    def labels(self) -> list[tuple[int | str | None, Layer]]:
-        """``(label, layer)`` per sub-layer as errors name it: an index for a numbered
-        sub-layer (``layer 2``), the name for a named one (``attn``), None for a wrapper's
-        single unnamed sub-layer, whose errors need no extra level."""
-        return [(None if name is None else int(name) if name.isdigit() else name, layer)
-                for name, layer in self.children()]
+
+def resolve_state(layer: Layer, state: State) -> State:
+    """The state ``layer.run`` takes for the ``state=`` of a public call: the given one for
+    a stateful layer (StateError naming the stateful sub-layers when missing), an empty
+    ``init_state()`` for one without state (StateError when given one with arrays)."""
+    if not layer.stateful:
+        if state is not None and jax.tree.leaves(state):
+            raise StateError(name_of(layer), f"this {name_of(layer)} has no stateful layers; "
+                             f"call it without state=")
+        return layer.init_state()
+    if state is None:
+        which = [f"{label} ({name_of(sub)})" for label, sub in layer.labels()
+                 if sub.stateful and label is not None]
+        kept = f"layers {', '.join(which)} keep state: " if which else ""
+        raise StateError(name_of(layer), f"{kept}expected state={name_of(layer).lower()}"
+                         f".init_state(), received None")
+    return state
 
 
 def _single_unnamed(children: tuple[tuple[str | None, Layer], ...]) -> bool:
@@ -365,16 +375,9 @@ def intermediates(layer: Layer, params: Params, x: Any, *, key: PRNGKey | None =
     def tap(path: str, y: Any) -> None:
         outputs[path] = y
 
-    if layer.stateful:
-        if state is None:
-            raise StateError(name_of(layer), "expected state=... (from init_state()), "
-                             "received None")
-        return layer.run(params, state, x, key=key, train=train, tap=tap, **kwargs), outputs
-    if state is not None and jax.tree.leaves(state):
-        raise StateError(name_of(layer), "this layer has no stateful layers; call without "
-                         "state=")
-    y, _ = layer.run(params, layer.init_state(), x, key=key, train=train, tap=tap, **kwargs)
-    return y, outputs
+    y, new_state = layer.run(params, resolve_state(layer, state), x, key=key, train=train,
+                             tap=tap, **kwargs)
+    return ((y, new_state) if layer.stateful else y), outputs
 
 
 def named_layers(layer: Layer, prefix: str = "") -> dict[str, Layer]:
@@ -435,16 +438,28 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _int_tuple(value: Any, n: int, minimum: int) -> tuple[int, ...] | None:
+    """``value`` as ``n`` ints >= ``minimum`` (an int repeated, or a tuple or list of ``n``),
+    or None when it is not that."""
+    values = (value,) * n if is_int(value) else tuple(value) if isinstance(
+        value, (tuple, list)) else ()
+    if len(values) != n or not all(is_int(v) and v >= minimum for v in values):
+        return None
+    return tuple(int(v) for v in values)
+
+
+def _several(n: int) -> str:
+    return "a pair of them" if n == 2 else f"a tuple of {n}"
+
+
 def as_tuple(value: int | Sequence[int], n: int, name: str, owner: str) -> tuple[int, ...]:
     """``3 -> (3,) * n``; a sequence of ``n`` positive ints is kept; anything else raises
     ValueError naming ``owner`` and ``name``."""
-    values = (value,) * n if is_int(value) else tuple(value) if isinstance(
-        value, (tuple, list)) else ()
-    if len(values) != n or not all(is_int(v) and v >= 1 for v in values):
-        shape = "a pair of them" if n == 2 else f"a tuple of {n}"
-        raise ValueError(f"{owner}: {name} must be a positive int or {shape}, "
+    values = _int_tuple(value, n, 1)
+    if values is None:
+        raise ValueError(f"{owner}: {name} must be a positive int or {_several(n)}, "
                          f"received {value!r}")
-    return tuple(int(v) for v in values)
+    return values
 
 
 def as_pair(value: int | Sequence[int], name: str, owner: str) -> tuple[int, int]:
@@ -476,14 +491,11 @@ def resolve_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[i
             return tuple(pads)
         raise ValueError(f"{owner}: padding must be an int, a pair, 'same' or 'valid', "
                          f"received {padding!r}")
-    n = len(spatial)
-    values = (padding,) * n if is_int(padding) else tuple(padding) if isinstance(
-        padding, (tuple, list)) else ()
-    if len(values) != n or not all(is_int(p) and p >= 0 for p in values):
-        shape = "a pair of them" if n == 2 else f"a tuple of {n}"
-        raise ValueError(f"{owner}: padding must be a non-negative int, {shape}, "
-                         f"'same' or 'valid', received {padding!r}")
-    return tuple((int(p), int(p)) for p in values)
+    values = _int_tuple(padding, len(spatial), 0)
+    if values is None:
+        raise ValueError(f"{owner}: padding must be a non-negative int, "
+                         f"{_several(len(spatial))}, 'same' or 'valid', received {padding!r}")
+    return tuple((p, p) for p in values)
 
 
 def reshape_examples(x: Array, shape: Sequence[int]) -> Array:
