@@ -65,7 +65,7 @@ class RecurrentTest(chex.TestCase):
     def test_params_shapes_and_pytorch_init_range(self, kind):
         cls, kwargs = KINDS[kind]
         params = cls(IN, HIDDEN, **kwargs).init(jax.random.key(0))
-        gates = cls.gates
+        gates = cls.num_gates
         self.assertEqual({k: v.shape for k, v in params.items()},
                          {"W_ih": (IN, gates * HIDDEN), "W_hh": (HIDDEN, gates * HIDDEN),
                           "b_ih": (gates * HIDDEN,), "b_hh": (gates * HIDDEN,)})
