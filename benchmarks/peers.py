@@ -189,18 +189,25 @@ def flax_nnx(w: Workload) -> Callable[[], Run]:
     def make():
         x, y = w.data()
         x = _nhwc(x)
-        model = Net(nnx.Rngs(0))
-        optimizer = nnx.Optimizer(model, _sgd(), wrt=nnx.Param)
-
-        @nnx.jit
-        def step(model, optimizer, x, y):
-            loss, grads = nnx.value_and_grad(lambda m: xent(m(x), y))(model)
-            optimizer.update(model, grads)
-            return loss
-
-        return lambda: step(model, optimizer, x, y)
+        return nnx_run(Net(nnx.Rngs(0)), _sgd(), x, y)
 
     return make
+
+
+def nnx_run(model, tx, x, y) -> Run:
+    """run() for a Flax NNX ``model``: ``nnx.Optimizer`` and ``nnx.jit``, as NNX's
+    documentation writes the step."""
+    from flax import nnx
+
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: xent(m(x), y))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    return lambda: step(model, optimizer, x, y)
 
 
 # ---- Haiku --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.peers import Run, carry_run, equinox_run, optax_step, xent
+from benchmarks.peers import Run, carry_run, equinox_run, nnx_run, optax_step, xent
 
 LEARNING_RATE = 1e-3
 WIDTH, HEADS, MLP, DEPTH = 128, 4, 512, 2          # gpt
@@ -321,16 +321,7 @@ def flax_nnx(w: SequenceWorkload) -> Callable[[], Run]:
 
     def make():
         x, y = w.data()
-        model = Model(nnx.Rngs(0))
-        optimizer = nnx.Optimizer(model, optax.adam(LEARNING_RATE), wrt=nnx.Param)
-
-        @nnx.jit
-        def step(model, optimizer, x, y):
-            loss, grads = nnx.value_and_grad(lambda m: xent(m(x), y))(model)
-            optimizer.update(model, grads)
-            return loss
-
-        return lambda: step(model, optimizer, x, y)
+        return nnx_run(Model(nnx.Rngs(0)), optax.adam(LEARNING_RATE), x, y)
 
     return make
 

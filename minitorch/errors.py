@@ -39,8 +39,14 @@ class LayerError(Exception):
         inner = self.where[1:] if self.where and self.where[0] == name else self.where
         # A leaf layer's own "Linear" becomes "layer 2 (Linear)"; the path a nested
         # container reported stays below the container's own label.
-        shown = f"layer {label}" if isinstance(label, int) else label
-        return type(self)((f"{shown} ({name})", *inner), self.detail)
+        return type(self)((describe(label, layer), *inner), self.detail)
+
+
+def describe(label: int | str, layer: object) -> str:
+    """How errors and profiles name a sub-layer in its container: ``layer 2 (Conv2D)`` for
+    an index, ``attn (MultiHeadAttention)`` for a name."""
+    shown = f"layer {label}" if isinstance(label, int) else label
+    return f"{shown} ({type(layer).__name__})"
 
 
 class ShapeError(LayerError, ValueError):

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import LayerError
-from minitorch.nn.core import Layer, named_layers
+from minitorch.nn.core import Layer, intermediates, named_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,22 +94,15 @@ def summary(net: Layer, input_shape: tuple[int, ...], *, dtype: Any = jnp.float3
       A :class:`Summary`: ``rows`` (index, layer, output shape, params, bytes) and totals.
     """
     x = jax.ShapeDtypeStruct((batch_size, *tuple(input_shape)), jnp.dtype(dtype))
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def trace(params: Any, state: Any, v: Any) -> Any:
-        def tap(path: str, y: Any) -> None:
-            shapes[path] = tuple(jnp.shape(y))
-
-        return net.run(params, state, v, tap=tap)[0]
-
     try:
-        out = jax.eval_shape(trace, net.param_spec, net.state_spec, x)
+        out, outputs = jax.eval_shape(lambda p, s, v: intermediates(net, p, v, state=s),
+                                      net.param_spec, net.state_spec, x)
     except LayerError as err:  # the core's own error, without JAX's note on traced frames
         raise type(err)(err.where, err.detail) from None
-    layers = named_layers(net) or {"0": net}
-    if len(layers) == 1 and "0" in layers and not net.children():
-        shapes["0"] = tuple(out.shape)
-    rows = [_row(path, layer, shapes.get(path, ())) for path, layer in layers.items()]
+    layers = named_layers(net) or {"0": net}  # a lone layer is its own row
+    outputs = outputs or {"0": out[0] if net.stateful else out}
+    rows = [_row(path, layer, tuple(outputs[path].shape) if path in outputs else ())
+            for path, layer in layers.items()]
     return Summary(tuple(rows), tuple(input_shape), batch_size)
 
 

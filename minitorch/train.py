@@ -33,7 +33,7 @@ import optax
 from jax.experimental import checkify
 
 from minitorch import monitor
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, State
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, resolve_state
 
 Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
 Metrics = dict[str, Array]
@@ -57,10 +57,8 @@ def classification_metrics(outputs: Array, targets: Array) -> Metrics:
 
 def _forward(net: Layer, params: Params, state: State, x: Array, key: PRNGKey | None,
              train: bool, tap: Any = None) -> tuple[Array, State]:
-    # None stands for "no state" in the steps' uniform signature; a stateless net's state
-    # is its init_state(), a tree without arrays.
-    return net.run(params, net.init_state() if state is None else state, x, key=key,
-                   train=train, tap=tap)
+    # None stands for "no state" in the steps' uniform signature, as in a public call.
+    return net.run(params, resolve_state(net, state), x, key=key, train=train, tap=tap)
 
 
 def _unpack(batch: Batch) -> tuple[Array, Array]:

@@ -34,11 +34,9 @@ from minitorch.nn.core import (
     PRNGKey,
     State,
     Tap,
-    check_key,
     name_of,
     run_child,
     set_fields,
-    split_key,
 )
 
 
@@ -118,13 +116,9 @@ class Parallel(Container):
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
             train: bool = False, tap: Tap | None = None) -> tuple[Any, list[State]]:
-        params, states = self.unpack(params, "params"), self.unpack(state, "state")
-        if key is not None:
-            check_key(self, key)
         outs, new_states = [], []
-        for i, (layer, p, s, k) in enumerate(zip(self.layers, params, states,
-                                                 split_key(key, len(self.layers)))):
-            y, s = run_child(i, str(i), layer, p, s, x, key=k, train=train, tap=tap)
+        for (name, layer), p, s, k in zip(self.children(), *self.unpack_all(params, state, key)):
+            y, s = run_child(name, layer, p, s, x, key=k, train=train, tap=tap)
             outs.append(y)
             new_states.append(s)
         return self._combine(outs), new_states
@@ -205,19 +199,15 @@ class Composite(Container):
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
             train: bool = False, tap: Tap | None = None) -> tuple[Any, State]:
         children = dict(self.children())
-        params = dict(zip(children, self.unpack(params, "params")))
-        states = dict(zip(children, self.unpack(state, "state")))
-        if key is not None:
-            check_key(self, key)
-        keys = dict(zip(children, split_key(key, len(children))))
+        params, states, keys = (dict(zip(children, entries))
+                                for entries in self.unpack_all(params, state, key))
 
         def call(name: str, value: Any, **kwargs: Any) -> Any:
             if name not in children:
                 raise ValueError(f"{name_of(self)}: call({name!r}, ...) names no sub-layer; "
                                  f"its sub-layers are {list(children)}")
-            y, states[name] = run_child(name, name, children[name], params[name],
-                                        states[name], value, key=keys[name], train=train,
-                                        tap=tap, **kwargs)
+            y, states[name] = run_child(name, children[name], params[name], states[name],
+                                        value, key=keys[name], train=train, tap=tap, **kwargs)
             return y
 
         y = self.forward(call, x)

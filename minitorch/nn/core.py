@@ -29,6 +29,7 @@ from minitorch.errors import (
     ParamsError,
     ShapeError,
     StateError,
+    describe,
 )
 
 Array = jax.Array
@@ -88,8 +89,7 @@ class Layer:
         """``(label, layer)`` per sub-layer as errors name it: an index for a numbered
         sub-layer (``layer 2``), the name for a named one (``attn``), None for a wrapper's
         single unnamed sub-layer, whose errors need no extra level."""
-        return [(None if name is None else int(name) if name.isdigit() else name, layer)
-                for name, layer in self.children()]
+        return [(label_of(name), layer) for name, layer in self.children()]
 
     @functools.cached_property
     def param_spec(self) -> Params:
@@ -188,34 +188,38 @@ def split_key(key: PRNGKey | None, num: int) -> list[PRNGKey | None]:
     return list(jax.random.split(key, num))
 
 
-def run_child(label: str | int, name: str | None, layer: Layer, params: Params, state: State,
-              x: Any, *, key: PRNGKey | None, train: bool, tap: Tap | None,
+def label_of(name: str | None) -> int | str | None:
+    """How errors name a sub-layer from its path element: ``"2"`` -> 2 (shown ``layer 2``),
+    ``"attn"`` -> ``"attn"``; None (a wrapper's unnamed sub-layer) stays None."""
+    return None if name is None else int(name) if name.isdigit() else name
+
+
+def run_child(name: str, layer: Layer, params: Params, state: State, x: Any, *,
+              key: PRNGKey | None, train: bool, tap: Tap | None,
               **kwargs: Any) -> tuple[Any, State]:
     """Run a sub-layer the one way every container does.
 
     Args:
-      label: how errors and profiles name the sub-layer within its parent: an index (shown
-        ``layer 2 (Conv2D)``) or a field name (``attn (MultiHeadAttention)``).
-      name: its path element (``"2"``, ``"attn"``); None for a wrapper's single sub-layer,
-        which shares its parent's path (``Residual``).
+      name: its path element (``"2"``, ``"attn"``); errors and profiles name it by it
+        (``layer 2 (Conv2D)``, ``attn (MultiHeadAttention)``).
       layer, params, state, x, key, train, kwargs: as for :meth:`Layer.run`.
       tap: the parent's tap; it receives the sub-layer's output at ``name`` and, through the
         sub-layer's own run, every output below it at ``name.<path>``.
     """
-    shown = f"layer {label}" if isinstance(label, int) else label
+    label = label_of(name)
     try:
-        with jax.named_scope(f"{shown} ({name_of(layer)})"):  # profiles read like errors
+        with jax.named_scope(describe(label, layer)):  # profiles read like errors
             y, state = layer.run(params, state, x, key=key, train=train,
                                  tap=_below(tap, name), **kwargs)
     except LayerError as err:
         raise err.at(label, layer).with_traceback(err.__traceback__) from None
-    if tap is not None and name is not None:
+    if tap is not None:
         tap(name, y)
     return y, state
 
 
-def _below(tap: Tap | None, name: str | None) -> Tap | None:
-    if tap is None or name is None:
+def _below(tap: Tap | None, name: str) -> Tap | None:
+    if tap is None:
         return tap
     return lambda path, y: tap(f"{name}.{path}", y)
 
@@ -252,6 +256,15 @@ class Container(Layer):
                         f"{name_of(self)}'s init{'' if what == 'params' else '_state'}?")
         return list(tree)
 
+    def unpack_all(self, params: Params, state: State,
+                   key: PRNGKey | None) -> tuple[list[Any], list[Any], list[PRNGKey | None]]:
+        """What ``run`` starts from: one params entry, one state entry and one subkey (None
+        without a key) per sub-layer, the trees' structure and the key checked."""
+        if key is not None:
+            check_key(self, key)
+        return (self.unpack(params, "params"), self.unpack(state, "state"),
+                split_key(key, len(self.children())))
+
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
         children = self.children()
@@ -268,7 +281,7 @@ class Container(Layer):
         ``(y, new_state)``."""
         y, new_state = self.run(params, resolve_state(self, state), x, key=key, train=train,
                                 **kwargs)
-        return (y, new_state) if self.stateful else y
+        return public_result(self, y, new_state)
 
 
 def resolve_state(layer: Layer, state: State) -> State:
@@ -287,6 +300,12 @@ def resolve_state(layer: Layer, state: State) -> State:
         raise StateError(name_of(layer), f"{kept}expected state={name_of(layer).lower()}"
                          f".init_state(), received None")
     return state
+
+
+def public_result(layer: Layer, y: Any, state: State) -> Any:
+    """What a public call returns from ``run``'s ``(y, state)``: ``(y, state)`` for a
+    stateful layer, ``y`` alone for one without state."""
+    return (y, state) if layer.stateful else y
 
 
 def _single_unnamed(children: tuple[tuple[str | None, Layer], ...]) -> bool:
@@ -337,20 +356,13 @@ class Net(Container):
     def children(self) -> tuple[tuple[str | None, Layer], ...]:
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
-    def init_state(self) -> list[State]:
-        """One entry per layer: ``{}`` for most, running statistics for ``BatchNorm``."""
-        return [layer.init_state() for layer in self.layers]
-
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
             train: bool = False, tap: Tap | None = None) -> tuple[Any, list[State]]:
         """Apply the layers in order; ``(y, one new state per layer)``."""
-        params, states = self.unpack(params, "params"), self.unpack(state, "state")
-        if key is not None:
-            check_key(self, key)
         new_states = []
-        for i, (layer, layer_params, layer_state, layer_key) in enumerate(
-                zip(self.layers, params, states, split_key(key, len(self.layers)))):
-            x, layer_state = run_child(i, str(i), layer, layer_params, layer_state, x,
+        for (name, layer), layer_params, layer_state, layer_key in zip(
+                self.children(), *self.unpack_all(params, state, key)):
+            x, layer_state = run_child(name, layer, layer_params, layer_state, x,
                                        key=layer_key, train=train, tap=tap)
             new_states.append(layer_state)
         return x, new_states
@@ -377,7 +389,7 @@ def intermediates(layer: Layer, params: Params, x: Any, *, key: PRNGKey | None =
 
     y, new_state = layer.run(params, resolve_state(layer, state), x, key=key, train=train,
                              tap=tap, **kwargs)
-    return ((y, new_state) if layer.stateful else y), outputs
+    return public_result(layer, y, new_state), outputs
 
 
 def named_layers(layer: Layer, prefix: str = "") -> dict[str, Layer]:

@@ -53,13 +53,8 @@ class LayerNorm(Layer):
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, *,
                  elementwise_affine: bool = True, dtype: Any = jnp.float32):
-        if isinstance(normalized_shape, int):
-            normalized_shape = (normalized_shape,)
-        shape = tuple(positive_int(d, "normalized_shape", "LayerNorm") for d in normalized_shape)
-        if not shape or eps <= 0:
-            raise ValueError(f"LayerNorm: expected a non-empty normalized_shape and eps > 0, "
-                             f"received {normalized_shape!r} and {eps!r}")
-        set_fields(self, normalized_shape=shape, eps=float(eps),
+        set_fields(self, normalized_shape=_normalized_shape(normalized_shape, "LayerNorm"),
+                   eps=_positive_float(eps, "eps", "LayerNorm"),
                    elementwise_affine=bool(elementwise_affine), dtype=jnp.dtype(dtype))
 
     def init(self, key: PRNGKey) -> Params:
