@@ -150,13 +150,13 @@ X, Y = jnp.ones((4, 4)), jnp.array([0, 1, 2, 0])
 
 
 def garbage_checkpoint(tmp_path):
-    path = tmp_path / "garbage.npz"
+    path = tmp_path / "garbage.safetensors"
     path.write_bytes(b"not a checkpoint")
     return checkpoint.load(path, {"W": jnp.ones(2)})
 
 
 def mismatched_checkpoint(tmp_path):
-    path = checkpoint.save(tmp_path / "c.npz", mlp().init(KEY))
+    path = checkpoint.save(tmp_path / "c.safetensors", mlp().init(KEY))
     return checkpoint.load(path, nn.Net([nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)]).init(KEY))
 
 
@@ -214,7 +214,7 @@ CASES.update({
 # checkpoint cases need a temporary directory
 FILE_CASES = {
     "garbage checkpoint": (garbage_checkpoint, CheckpointError,
-                           r"garbage\.npz: unreadable or incomplete checkpoint"),
+                           r"garbage\.safetensors: unreadable checkpoint"),
     "checkpoint of another net": (mismatched_checkpoint, CheckpointError,
                                   r"\[0\]\['W'\] expected float32\[4, 6\], found "
                                   r"float32\[4, 8\]"),

@@ -1,9 +1,13 @@
 import contextlib
 import io
+import json
 import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
+import tracemalloc
 
 import chex
 import jax
@@ -32,8 +36,8 @@ def optax_schedule():
 
 def test_round_trip_keeps_values_dtypes_and_structure(tmp_path):
     original = tree()
-    checkpoint.save(tmp_path / "a.npz", original, {"epoch": 3, "note": "hello"})
-    loaded, meta = checkpoint.load(tmp_path / "a.npz", tree())
+    checkpoint.save(tmp_path / "a.safetensors", original, {"epoch": 3, "note": "hello"})
+    loaded, meta = checkpoint.load(tmp_path / "a.safetensors", tree())
     assert meta == {"epoch": 3, "note": "hello"}
     assert jax.tree.structure(loaded) == jax.tree.structure(original)
     for a, b in zip(jax.tree.leaves(original), jax.tree.leaves(loaded)):
@@ -47,17 +51,17 @@ def test_round_trip_keeps_values_dtypes_and_structure(tmp_path):
 
 
 def test_mismatch_is_reported_by_path(tmp_path):
-    checkpoint.save(tmp_path / "a.npz", {"params": [{"W": jnp.ones((3, 4))}]})
+    checkpoint.save(tmp_path / "a.safetensors", {"params": [{"W": jnp.ones((3, 4))}]})
     with pytest.raises(CheckpointError, match=r"\['params'\]\[0\]\['W'\] expected "
                                               r"float32\[3, 5\], found float32\[3, 4\]"):
-        checkpoint.load(tmp_path / "a.npz", {"params": [{"W": jnp.ones((3, 5))}]})
+        checkpoint.load(tmp_path / "a.safetensors", {"params": [{"W": jnp.ones((3, 5))}]})
     with pytest.raises(CheckpointError, match=r"missing \[\"\['params'\]\[0\]\['b'\]\"\]"):
-        checkpoint.load(tmp_path / "a.npz", {"params": [{"W": jnp.ones((3, 4)),
+        checkpoint.load(tmp_path / "a.safetensors", {"params": [{"W": jnp.ones((3, 4)),
                                                          "b": jnp.ones(4)}]})
     with jax.enable_x64(True):
         wider = {"params": [{"W": jnp.ones((3, 4), jnp.float64)}]}
         with pytest.raises(CheckpointError, match=r"expected float64\[3, 4\], found float32"):
-            checkpoint.load(tmp_path / "a.npz", wider)
+            checkpoint.load(tmp_path / "a.safetensors", wider)
 
 
 class Exploit:
@@ -69,16 +73,16 @@ class Exploit:
                                      pickle.dumps(Exploit())])
 def test_bad_files_raise_and_run_nothing(tmp_path, content, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = tmp_path / "bad.npz"
+    path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match=r"bad\.npz"):
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
         checkpoint.load(path, {"W": jnp.ones(2)})
     assert not (tmp_path / "pwned").exists()
 
 
 def test_pickled_array_inside_an_npz_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = tmp_path / "obj.npz"
+    path = tmp_path / "obj.safetensors"
     np.savez(path, W=np.array([Exploit()], dtype=object))
     with pytest.raises(CheckpointError):
         checkpoint.read(path)
@@ -86,10 +90,10 @@ def test_pickled_array_inside_an_npz_is_refused(tmp_path, monkeypatch):
 
 
 def test_truncated_checkpoint_is_detected(tmp_path):
-    path = checkpoint.save(tmp_path / "a.npz", tree())
+    path = checkpoint.save(tmp_path / "a.safetensors", tree())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="unreadable or incomplete"):
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         checkpoint.read(path)
 
 
@@ -107,8 +111,8 @@ def test_manager_keeps_the_last_n_and_skips_incomplete_files(tmp_path):
 
 
 def test_no_temporary_files_are_left_behind(tmp_path):
-    checkpoint.save(tmp_path / "a.npz", {"w": jnp.ones(2)})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
+    checkpoint.save(tmp_path / "a.safetensors", {"w": jnp.ones(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
 
 
 def _fit(epochs, manager=None, seed=0):
@@ -157,3 +161,270 @@ def test_resume_in_a_fresh_process_equals_an_uninterrupted_run(tmp_path):
     resumed = run(5, tmp_path / "a", tmp_path / "resumed.npy")
     straight = run(5, tmp_path / "b", tmp_path / "straight.npy")
     np.testing.assert_array_equal(resumed, straight)
+
+
+# --------------------------------------------------------------------------- hostile files
+
+def crafted(path, header, data=b"", record=None, length=None):
+    """A safetensors file with the given header (``__metadata__`` holds ``record``)."""
+    if isinstance(header, dict) and record is not False:
+        header = dict(header)
+        record = record if record is not None else {
+            "format": checkpoint.FORMAT, "order": [n for n in header if n != "__metadata__"],
+            "keys": {}, "metadata": {}}
+        header.setdefault("__metadata__", {"minitorch": record if isinstance(record, str)
+                                           else json.dumps(record)})
+    raw = json.dumps(header).encode() if isinstance(header, dict) else header
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes((len(raw) if length is None else length).to_bytes(8, "little") + raw + data)
+    return path
+
+
+def f32(shape, begin=0, end=None):
+    end = begin + 4 * int(np.prod(shape)) if end is None else end
+    return {"dtype": "F32", "shape": list(shape), "data_offsets": [begin, end]}
+
+
+def npz_bytes(**arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def deep(depth):
+    return "[" * depth + "]" * depth
+
+
+HOSTILE = {
+    "huge shape, tiny data": (lambda p: crafted(p, {"W": f32((10**9, 10**6), 0, 8)}, b"\0" * 8),
+                              r"needs 4000000000000000 bytes"),
+    "huge shape and offsets": (lambda p: crafted(p, {"W": f32((10**9, 10**6))}, b"\0" * 8),
+                               r"the file 8 \(truncated"),
+    "header longer than the file": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8,
+                                                      length=2**62), r"header declares"),
+    "header is a list": (lambda p: p.write_bytes((8).to_bytes(8, "little") + b"[1,2,3] "),
+                         r"not a JSON object"),
+    "header is not JSON": (lambda p: p.write_bytes((8).to_bytes(8, "little") + b"{{{{{{{{"),
+                           r"not valid JSON"),
+    "deeply nested header": (lambda p: crafted(p, deep(200_000).encode(), record=False),
+                             r"nested too deeply"),
+    "deeply nested record": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8,
+                                               record=deep(200_000)), r"nested too deeply"),
+    "record is a list": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8, record=[1, 2]),
+                         r"record is a list"),
+    "no record": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8, record=False),
+                  r"not a minitorch checkpoint"),
+    "record missing order": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8, record={
+        "format": checkpoint.FORMAT, "keys": {}, "metadata": {}}), r"'order' is not a list"),
+    "order mistyped": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8, record={
+        "format": checkpoint.FORMAT, "order": "W", "keys": {}, "metadata": {}}),
+        r"'order' is not a list"),
+    "metadata mistyped": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8, record={
+        "format": checkpoint.FORMAT, "order": ["W"], "keys": {}, "metadata": 3}),
+        r"'metadata' is not an object"),
+    "format version 1": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8, record={
+        "format": 1, "order": ["W"], "keys": {}, "metadata": {}}), r"format version 1"),
+    "format version as a string": (lambda p: crafted(p, {"W": f32((2,))}, b"\0" * 8, record={
+        "format": str(checkpoint.FORMAT), "order": ["W"], "keys": {}, "metadata": {}}),
+        r"format version '2'"),
+    "dtype as a number": (lambda p: crafted(p, {"W": {**f32((2,)), "dtype": 7}}, b"\0" * 8),
+                          r"W: unknown dtype 7"),
+    "dtype disagrees with the data": (lambda p: crafted(
+        p, {"W": {**f32((2,)), "dtype": "F64"}}, b"\0" * 8), r"W: F64\[2\] needs 16 bytes"),
+    "shape mistyped": (lambda p: crafted(p, {"W": {**f32((2,)), "shape": [2.0]}}, b"\0" * 8),
+                       r"W: shape \[2.0\]"),
+    "negative offsets": (lambda p: crafted(p, {"W": f32((2,), -8, 0)}, b"\0" * 8),
+                         r"data_offsets"),
+    "overlapping tensors": (lambda p: crafted(p, {"W": f32((2,)), "b": f32((2,))}, b"\0" * 16),
+                            r"overlap or gap"),
+    "duplicate member names": (lambda p: crafted(p, (
+        b'{"W":' + json.dumps(f32((2,))).encode() + b',"W":' + json.dumps(f32((2,))).encode()
+        + b',"__metadata__":{"minitorch":' + json.dumps(json.dumps({
+            "format": checkpoint.FORMAT, "order": ["W"], "keys": {}, "metadata": {}})).encode()
+        + b"}}"), b"\0" * 8, record=False), r"duplicate name 'W'"),
+    "key data that is not U32": (lambda p: crafted(p, {"k": f32((2,))}, b"\0" * 8, record={
+        "format": checkpoint.FORMAT, "order": ["k"], "keys": {"k": "threefry2x32"},
+        "metadata": {}}), r"PRNG key data must be U32"),
+    "an npz file": (lambda p: p.write_bytes(npz_bytes(W=np.ones(3))), r"a zip \(\.npz\) file"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_files_raise_checkpoint_error_in_bounded_memory(tmp_path, name):
+    make, message = HOSTILE[name]
+    path = tmp_path / "hostile.safetensors"
+    make(path)
+    tracemalloc.start()
+    start = time.perf_counter()
+    for call in (lambda: checkpoint.read(path), lambda: checkpoint.load(path, {"W": jnp.ones(2)}),
+                 lambda: checkpoint.verify(path)):
+        with pytest.raises(CheckpointError, match=r"hostile\.safetensors: .*" + message):
+            call()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - start < 5
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_a_compressed_bomb_is_rejected_without_inflating(tmp_path):
+    path = tmp_path / "bomb.safetensors"
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, W=np.zeros(2**28, np.uint8))   # 256 MiB inflated, 250 kB on disk
+    path.write_bytes(buffer.getvalue())
+    manager = CheckpointManager(tmp_path / "run")
+    manager.save(1, {"W": jnp.ones(2)})
+    manager.path(2).write_bytes(path.read_bytes())
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="a zip"):
+        checkpoint.load(path, {"W": jnp.ones(2)})
+    assert manager.latest_step() == 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - start < 2 and peak < 16 * 2**20
+
+
+def test_shapes_are_checked_against_the_template_before_any_data_is_read(tmp_path):
+    path = checkpoint.save(tmp_path / "a.safetensors", {"W": jnp.ones((512, 512))})
+    data = bytearray(path.read_bytes())
+    data[-4:] = b"\xff\xff\xff\xff"    # damaging the data cannot matter: it is never read
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"\['W'\] expected float32\[3\], found "
+                                              r"float32\[512, 512\]"):
+        checkpoint.load(path, {"W": jnp.ones(3)})
+
+
+def test_the_file_is_standard_safetensors(tmp_path):
+    import safetensors
+    tree = {"W": jnp.arange(6.0).reshape(2, 3), "half": jnp.arange(3, dtype=jnp.bfloat16)}
+    path = checkpoint.save(tmp_path / "a.safetensors", tree, {"epoch": 2})
+    with safetensors.safe_open(path, framework="numpy") as f:
+        assert sorted(f.keys()) == ["['W']", "['half']"]
+        np.testing.assert_array_equal(f.get_tensor("['W']"), np.arange(6.0).reshape(2, 3))
+        assert json.loads(f.metadata()["minitorch"])["metadata"] == {"epoch": 2}
+    import torch
+    from safetensors.torch import load_file
+    loaded = load_file(path)
+    assert loaded["['half']"].dtype == torch.bfloat16
+    np.testing.assert_array_equal(loaded["['half']"].float().numpy(), [0, 1, 2])
+
+
+@pytest.mark.parametrize("leaf, message", [
+    (np.array([object()], dtype=object), "dtype object"),
+    (np.array(["a", "bc"]), "dtype <U2"),
+    (np.array([1 + 2j], np.complex128), "dtype complex128"),
+    (np.array([2**40], np.int64), r"int64 values in \[1099511627776, 1099511627776\] do not "
+                                  r"fit int32.*jax_enable_x64"),
+    (np.array([2**33], np.uint64), "do not fit uint32"),
+])
+def test_leaves_that_could_not_load_back_are_refused_at_save(tmp_path, leaf, message):
+    with pytest.raises(CheckpointError, match=r"checkpoint\.save: \['bad'\].*" + message):
+        checkpoint.save(tmp_path / "a.safetensors", {"ok": jnp.ones(2), "bad": leaf})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_64_bit_integers_come_back_exactly_or_not_at_all(tmp_path):
+    small = checkpoint.save(tmp_path / "small.safetensors", {"n": np.array([7, -3], np.int64)})
+    back, _ = checkpoint.load(small, {"n": jnp.zeros(2, jnp.int32)})
+    np.testing.assert_array_equal(back["n"], [7, -3])
+    with jax.enable_x64(True):
+        big = checkpoint.save(tmp_path / "big.safetensors", {"n": jnp.array([2**40], jnp.int64)})
+        back, _ = checkpoint.load(big, {"n": jnp.zeros(1, jnp.int64)})
+        assert int(back["n"][0]) == 2**40
+    with pytest.raises(CheckpointError, match=r"big\.safetensors: \['n'\]: int64 values .* do "
+                                              r"not fit int32"):
+        checkpoint.load(big, {"n": jnp.zeros(1, jnp.int32)})
+
+
+# --------------------------------------------------------------------------- the manager
+
+def test_manager_finds_and_retains_any_non_negative_step(tmp_path):
+    manager = CheckpointManager(tmp_path / "run", keep=2)
+    for step in (5, 10**8, 10**12):
+        manager.save(step, {"w": jnp.full(2, float(step % 1000))})
+    assert manager.steps() == [10**8, 10**12]
+    assert manager.latest_step() == 10**12
+    assert manager.path(10**12).name == "ckpt_1000000000000.safetensors"
+    (tmp_path / "run" / "ckpt_012.safetensors").write_bytes(b"")   # not a name we write
+    assert manager.steps() == [10**8, 10**12]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m: m.save(-1, {}), ValueError, r"step must be >= 0, received -1"),
+    (lambda m: m.save(2.0, {}), TypeError, r"step must be an int, received 2\.0"),
+    (lambda m: m.save(True, {}), TypeError, r"step must be an int, received True"),
+    (lambda m: CheckpointManager(m.directory, keep=2.5), TypeError, r"keep must be an int, "
+                                                                    r"received 2\.5"),
+    (lambda m: CheckpointManager(m.directory, keep="3"), TypeError, r"keep must be an int, "
+                                                                    r"received '3'"),
+    (lambda m: CheckpointManager(m.directory, keep=0), ValueError, r"keep must be >= 1"),
+])
+def test_manager_rejects_bad_steps_and_keep_at_the_call(tmp_path, call, error, message):
+    manager = CheckpointManager(tmp_path / "run")
+    with pytest.raises(error, match=message):
+        call(manager)
+    assert manager.steps() == []
+
+
+def test_manager_accepts_numpy_integer_steps(tmp_path):
+    manager = CheckpointManager(tmp_path / "run")
+    path = manager.save(np.int64(3), {"w": jnp.ones(2)})
+    assert manager.steps() == [3] and checkpoint.verify(path)["step"] == 3
+
+
+def test_a_save_never_deletes_the_file_it_wrote(tmp_path):
+    manager = CheckpointManager(tmp_path / "run", keep=2)
+    for step in (10, 11):
+        manager.save(step, {"w": jnp.ones(2)})
+    path = manager.save(5, {"w": jnp.zeros(2)})
+    assert path.exists() and manager.steps() == [5, 11]
+
+
+def test_latest_step_skips_an_unreadable_newest_file(tmp_path):
+    manager = CheckpointManager(tmp_path / "run")
+    manager.save(1, {"w": jnp.ones(2)})
+    manager.path(2).write_bytes(b"\x00" * 100)
+    manager.path(3).mkdir()      # not even a file
+    assert manager.latest_step() == 1
+
+
+def test_a_second_writer_in_the_same_directory_is_refused(tmp_path):
+    first = CheckpointManager(tmp_path / "run", keep=2)
+    first.save(1, {"w": jnp.ones(2)})
+    second = CheckpointManager(tmp_path / "run", keep=2)
+    with pytest.raises(CheckpointError, match=rf"run: another CheckpointManager \(process "
+                                              rf"{os.getpid()}\) is writing"):
+        second.save(2, {"w": jnp.ones(2)})
+    assert second.latest_step() == 1           # reading needs no lock
+    first.close()
+    second.save(2, {"w": jnp.ones(2)})
+    with CheckpointManager(tmp_path / "other") as third:
+        third.save(1, {"w": jnp.ones(2)})
+    CheckpointManager(tmp_path / "other").save(2, {"w": jnp.ones(2)})
+
+
+def test_concurrent_saves_lose_nothing(tmp_path):
+    managers = [CheckpointManager(tmp_path / "run", keep=50) for _ in range(10)]
+    shared = CheckpointManager(tmp_path / "run", keep=50)
+    outcomes = []
+
+    def save(i):
+        try:
+            (shared if i % 2 else managers[i % 10]).save(i, {"w": jnp.full(2, float(i))})
+            outcomes.append("saved")
+        except CheckpointError as err:
+            assert "another CheckpointManager" in str(err)
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    saved = manager_steps = CheckpointManager(tmp_path / "run").steps()
+    assert len(outcomes) == 50 and outcomes.count("saved") == len(manager_steps)
+    for step in saved:
+        tree, _ = checkpoint.load(CheckpointManager(tmp_path / "run").path(step),
+                                  {"w": jnp.zeros(2)})
+        np.testing.assert_array_equal(tree["w"], [step, step])
+    assert not list((tmp_path / "run").glob("*.tmp"))

@@ -279,7 +279,7 @@ class SeeingInsideTest(parameterized.TestCase):
         net = transformer_like()
         params = net.init(jax.random.key(0))
         with tempfile.TemporaryDirectory() as d:
-            path = checkpoint.save(f"{d}/c.npz", params)
+            path = checkpoint.save(f"{d}/c.safetensors", params)
             names = set(checkpoint.read(path)[0])
             self.assertIn("[1]['mlp'][0]['W']", names)
             back, _ = checkpoint.load(path, net.init(jax.random.key(1)))
