@@ -45,7 +45,8 @@ import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
-from minitorch.nn.core import is_int
+from minitorch.errors import check_int
+from minitorch.nn.core import check_fits_32_bits, is_int
 
 FORMAT = 2
 RECORD = "minitorch"
@@ -77,22 +78,8 @@ def _encode(name: str, leaf: Any, keys: dict[str, str]) -> np.ndarray:
         raise CheckpointError(f"checkpoint.save: {name} has dtype {array.dtype}, which a "
                               f"checkpoint cannot store; supported: "
                               f"{sorted(str(np.dtype(d)) for d in DTYPES.values())}")
-    _check_fits_32_bits(array, f"checkpoint.save: {name}")
+    check_fits_32_bits(array, f"checkpoint.save: {name}", CheckpointError)
     return array if array.flags.c_contiguous else array.copy(order="C")
-
-
-def _check_fits_32_bits(array: np.ndarray, where: str) -> None:
-    """With 64-bit mode off JAX would wrap a 64-bit integer into 32 bits: refuse instead."""
-    if (jax.config.read("jax_enable_x64") or array.dtype.kind not in "iu"
-            or array.dtype.itemsize != 8 or not array.size):
-        return
-    narrow = np.iinfo(np.int32 if array.dtype.kind == "i" else np.uint32)
-    low, high = array.min(), array.max()
-    if low < narrow.min or high > narrow.max:
-        raise CheckpointError(
-            f"{where}: {array.dtype} values in [{low}, {high}] do not fit {narrow.dtype}, and "
-            f"64-bit mode is off, so they would come back as other numbers. Enable it first: "
-            f"jax.config.update('jax_enable_x64', True)")
 
 
 def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Path:
@@ -110,7 +97,7 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Pa
         arrays[name] = _encode(name, leaf, keys)
     record = {"format": FORMAT, "order": list(arrays), "keys": keys, "metadata": metadata or {}}
     try:
-        header = {RECORD: json.dumps(record, allow_nan=False)}
+        header = {RECORD: json.dumps(record)}
     except (TypeError, ValueError) as err:
         raise TypeError(f"checkpoint.save: metadata must be JSON-serialisable: {err}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +251,7 @@ def _read_data(f, entry: _Entry, start: int, path: Path) -> Any:
     array = array.astype(entry.dtype.newbyteorder("="), copy=False)
     if entry.key_impl is not None:
         return jax.random.wrap_key_data(jnp.asarray(array), impl=entry.key_impl)
-    _check_fits_32_bits(array, f"{path}: {entry.name}")
+    check_fits_32_bits(array, f"{path}: {entry.name}", CheckpointError)
     return jnp.asarray(array)
 
 
@@ -347,11 +334,8 @@ class CheckpointManager:
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
         self._lock_file = None
-        if not is_int(keep):
-            raise TypeError(f"CheckpointManager: keep must be an int, received {keep!r}")
-        if keep < 1:
-            raise ValueError(f"CheckpointManager: keep must be >= 1, received {keep}")
-        self.directory, self.keep = Path(directory), int(keep)
+        self.directory = Path(directory)
+        self.keep = check_int("CheckpointManager", "keep", keep, 1)
         self._thread_lock = threading.Lock()
 
     def path(self, step: int) -> Path:
@@ -370,13 +354,28 @@ class CheckpointManager:
         path = self.path(step)
         with self._thread_lock:
             self._acquire()
-            for stale in self.directory.glob(".ckpt_*.safetensors.*.tmp"):
+            for stale in self.directory.glob(".*.safetensors.*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a writer killed mid-write
             save(path, tree, {"step": int(step), **(metadata or {})})
             others = [s for s in self.steps() if s != step]
             for old in others[:max(0, len(others) - (self.keep - 1))]:
                 self.path(old).unlink(missing_ok=True)
         return path
+
+    @property
+    def best_path(self) -> Path:
+        """``best.safetensors``: the file :meth:`save_best` writes; retention never deletes it."""
+        return self.directory / "best.safetensors"
+
+    def save_best(self, tree: Any, metadata: dict | None = None) -> Path:
+        """Write ``tree`` as the run's best checkpoint (replacing the previous best)."""
+        with self._thread_lock:
+            self._acquire()
+            return save(self.best_path, tree, metadata)
+
+    def restore_best(self, template: Any) -> tuple[Any, dict]:
+        """``(tree, metadata)`` of the best checkpoint (see :meth:`save_best`)."""
+        return load(self.best_path, template)
 
     def latest_step(self) -> int | None:
         """The newest step whose checkpoint header checks out against its file, or None."""
@@ -430,11 +429,7 @@ class CheckpointManager:
 
 
 def _check_step(step: Any) -> int:
-    if not is_int(step):
-        raise TypeError(f"CheckpointManager: step must be an int, received {step!r}")
-    if step < 0:
-        raise ValueError(f"CheckpointManager: step must be >= 0, received {step}")
-    return int(step)
+    return check_int("CheckpointManager", "step", step, 0)
 
 
 def _lock_exclusive(file) -> None:

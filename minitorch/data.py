@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from minitorch.errors import ArgumentError, check_int
+
 
 class ArrayDataset:
     """Equal-length arrays indexed together: ``dataset[i] -> (x[i], y[i], ...)``.
@@ -61,16 +63,17 @@ class DataLoader:
 
     def __init__(self, dataset: Any, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  drop_last: bool = False, prefetch: int = 0, device_put: Any = True):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise ArgumentError(f"DataLoader: dataset must have len() and indexing (e.g. an "
+                                f"ArrayDataset), received {type(dataset).__name__}")
         if len(dataset) == 0:
-            raise ValueError("DataLoader: the dataset is empty")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be a positive int, received "
-                             f"{batch_size!r}")
+            raise ArgumentError("DataLoader: the dataset is empty")
+        check_int("DataLoader", "batch_size", batch_size, 1)
+        check_int("DataLoader", "seed", seed)
+        check_int("DataLoader", "prefetch", prefetch, 0)
         if batch_size > len(dataset) and drop_last:
-            raise ValueError(f"DataLoader: batch_size {batch_size} is larger than the dataset "
-                             f"({len(dataset)} examples) and drop_last=True leaves no batch")
-        if prefetch < 0:
-            raise ValueError(f"DataLoader: prefetch must be >= 0, received {prefetch!r}")
+            raise ArgumentError(f"DataLoader: batch_size {batch_size} is larger than the dataset "
+                                f"({len(dataset)} examples) and drop_last=True leaves no batch")
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self.drop_last, self.prefetch, self.device_put = drop_last, prefetch, device_put
         self.epoch = 0
@@ -99,6 +102,10 @@ class DataLoader:
             yield self._place(self.dataset[window])
 
     def _place(self, batch: Sequence) -> tuple:
+        if not isinstance(batch, (tuple, list)):
+            raise ArgumentError(f"DataLoader: dataset[indices] must return a tuple of arrays "
+                                f"(inputs, targets, ...), as ArrayDataset does; the dataset "
+                                f"returned a {type(batch).__name__}")
         if self.device_put is False:
             return tuple(np.asarray(a) for a in batch)
         if self.device_put is True:
@@ -112,20 +119,42 @@ class DataLoader:
 
 
 def _prefetched(batches: Iterator[tuple], size: int) -> Iterator[tuple]:
-    """Produce ``batches`` in a daemon thread, ``size`` ahead; re-raise its errors here."""
+    """Produce ``batches`` in a daemon thread, ``size`` ahead; re-raise its errors here.
+
+    Abandoning the iterator (``break``, an exception, or dropping it) closes the generator,
+    which stops the thread and lets go of the batches it buffered.
+    """
     buffer: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
     done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():  # a timeout, so that a stopped consumer frees the thread
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce():
         try:
             for batch in batches:
-                buffer.put(batch)
-            buffer.put(done)
+                if not put(batch):
+                    return
+            put(done)
         except BaseException as err:  # handed to the consumer, which re-raises it
-            buffer.put(err)
+            put(err)
 
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := buffer.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    thread = threading.Thread(target=produce, daemon=True, name="DataLoader prefetch")
+    thread.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not buffer.empty():  # drop the buffered batches now, not when the thread ends
+            buffer.get_nowait()
+        thread.join()

@@ -15,6 +15,8 @@ The concrete classes also derive from the builtin a user would catch
 
 from __future__ import annotations
 
+import numpy as np
+
 
 class LayerError(Exception):
     """Base class: a layer was called with something it cannot use.
@@ -65,5 +67,30 @@ class KeyArgError(LayerError, TypeError):
     """A PRNG key is missing where one is required, or is not a key."""
 
 
+class IdError(LayerError, ValueError):
+    """Integer ids (``Embedding``) or class labels (a loss) outside their range."""
+
+
 class StateError(LayerError, ValueError):
     """A stateful layer (``BatchNorm``) got no state, or a state of the wrong structure."""
+
+
+class ArgumentError(TypeError, ValueError):
+    """A function or constructor argument has the wrong type or an out-of-range value.
+
+    Both a ``TypeError`` and a ``ValueError`` (as NumPy's ``AxisError`` is both a
+    ``ValueError`` and an ``IndexError``), so either ``except`` clause catches it; the
+    message names the function and the argument, and shows the value received.
+    """
+
+
+def check_int(where: str, name: str, value: object, minimum: int | None = None) -> int:
+    """``value`` as an int (a NumPy integer too; not a bool, float or string), at least
+    ``minimum`` when given; otherwise an ``ArgumentError`` naming ``where`` and ``name``."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not ok or (minimum is not None and value < minimum):
+        kind = {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(
+            minimum, f"an int >= {minimum}")
+        raise ArgumentError(f"{where}: {name} must be {kind}, received {value!r}")
+    return int(value)
+

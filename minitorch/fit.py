@@ -11,6 +11,8 @@ nets with those step instead (measured: benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,9 +22,11 @@ import jax.numpy as jnp
 import optax
 
 from minitorch import train
-from minitorch.checkpoint import CheckpointManager
+from minitorch.checkpoint import CheckpointError, CheckpointManager
+from minitorch.data import ArrayDataset, DataLoader
+from minitorch.errors import ArgumentError, check_int
 from minitorch.nn.conv import Conv2D
-from minitorch.nn.core import Array, Layer, Params, State, named_layers
+from minitorch.nn.core import Array, Layer, Params, State, is_int, named_layers
 
 History = dict[str, list[float]]
 Callback = Callable[[int, dict[str, float], dict[str, Any]], Any]
@@ -216,16 +220,19 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
         drop_last: bool = False, checkpoint: CheckpointManager | None = None,
         telemetry: bool = False, telemetry_every: int | None = None,
-        loop: str = "auto") -> tuple:
+        loop: str = "auto", strict_resume: bool = True) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
       net, loss, optimizer: as :func:`minitorch.train.make_step`.
-      train_data: ``(inputs, targets)`` arrays (NumPy or JAX) with examples on axis 0.
+      train_data: ``(inputs, targets)`` arrays (NumPy or JAX) with examples on axis 0, or
+        an ``ArrayDataset`` of those two arrays. (Not a ``DataLoader``: ``fit`` shuffles
+        and batches on the device itself; pass the loader's dataset and ``batch_size``.)
       epochs: the epoch to stop at (exclusive); with ``start_epoch`` a run resumes.
       batch_size: examples per step.
-      val_data: ``(inputs, targets)`` evaluated after every epoch (``val_`` metrics).
-      seed: fixes the initial params (when not given), the shuffling and dropout.
+      val_data: ``(inputs, targets)`` (or an ``ArrayDataset``) evaluated after every epoch
+        (``val_`` metrics).
+      seed: an int; fixes the initial params (when not given), the shuffling and dropout.
       params, state, opt_state: start from these (to resume); initialised when None. They
         are donated to the compiled epochs: use the returned ones, not these, afterwards.
       start_epoch: the first epoch to run; epoch ``e`` always draws the same key from
@@ -234,7 +241,9 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
       callbacks: functions ``callback(epoch, logs, context)`` called after every epoch with
         that epoch's logs (``loss``, ``accuracy``, ``val_loss``, ..., ``time``) and a context
         dict holding ``params``, ``state``, ``opt_state`` and ``history``; a callback that
-        returns True stops training (see :class:`EarlyStopping`).
+        returns True stops training (see :class:`EarlyStopping`). A callback with
+        ``state_dict()`` / ``load_state_dict(d)`` (JSON-able) has its state saved with each
+        checkpoint and restored on resume; a run that a callback stopped stays stopped.
       progress: show a tqdm progress bar. It advances from inside the compiled epoch
         (about ten times an epoch) while epochs take at least ``LIVE_BAR_SECONDS`` (1 s),
         otherwise once per epoch: each update from inside costs ~1 ms.
@@ -242,7 +251,10 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
       checkpoint: a :class:`~minitorch.checkpoint.CheckpointManager`. ``fit`` saves params,
         optimiser state, net state and history after every epoch, and when the manager
         already holds a checkpoint of this run, resumes from the latest complete one (the
-        result equals an uninterrupted run to the bit).
+        result equals an uninterrupted run to the bit). The checkpoint records what defines
+        the run (seed, batch size, number of examples, shuffle, drop_last and the net's
+        description); resuming with any of them changed raises a CheckpointError naming it.
+      strict_resume: False resumes even when the run's definition changed.
       telemetry: record :mod:`minitorch.monitor`'s statistics (names with a ``/``) into the
         history, computed inside the compiled epoch by a telemetry step that replaces the
         plain step every ``telemetry_every`` steps (default: once per epoch, the last full
@@ -255,15 +267,10 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
       ``(params, state, opt_state, history)``. ``history`` maps each metric to a list with
       one value per epoch run, plus ``"epoch"`` and ``"time"`` (seconds per epoch).
     """
-    x, y = train_data
+    x, y = _examples(train_data, "train_data")
+    val_data = None if val_data is None else _examples(val_data, "val_data")
     num_examples = len(x)
-    if len(y) != num_examples:
-        raise ValueError(f"fit: train_data inputs and targets must have the same length, "
-                         f"received {num_examples} and {len(y)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or \
-            not 1 <= batch_size <= num_examples:
-        raise ValueError(f"fit: batch_size must be an int in [1, {num_examples}] (the number "
-                         f"of training examples), received {batch_size!r}")
+    _check_fit_arguments(net, epochs, batch_size, seed, num_examples, telemetry_every)
     init_key, epoch_root = jax.random.split(jax.random.key(seed))
     if params is None:
         params = net.init(init_key)
@@ -271,12 +278,19 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         state = net.init_state()
     if opt_state is None:
         opt_state = optimizer.init(params)
+    params, state, opt_state = train.donatable((params, state, opt_state),
+                                               ("params", "state", "opt_state"), "fit")
     history = {k: list(v) for k, v in (history or {}).items()}
-    if checkpoint is not None and (found := checkpoint.restore_latest(
-            {"params": params, "state": state, "opt_state": opt_state})) is not None:
-        _, (tree, meta) = found
+    run = {"seed": int(seed), "batch_size": int(batch_size), "num_examples": num_examples,
+           "shuffle": bool(shuffle), "drop_last": bool(drop_last), "net": _describe(net)}
+    if checkpoint is not None and (found := _resume(
+            checkpoint, {"params": params, "state": state, "opt_state": opt_state}, run,
+            callbacks, strict_resume)) is not None:
+        tree, history, start_epoch, stopped = found
         params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
-        history, start_epoch = meta["history"], meta["epoch"] + 1
+        if stopped:
+            return ((params, state, opt_state, history) if net.stateful
+                    else (params, opt_state, history))
 
     full, rest, _ = _epoch_sizes(num_examples, batch_size, drop_last, None)
     steps = full + (1 if rest else 0)
@@ -327,14 +341,18 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
                 bar.update(bar_start["n"] + steps - bar.n)  # callbacks are coarser
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
                                  if k != "time" and "/" not in k}, refresh=False)
+            context = {"params": params, "state": state, "opt_state": opt_state,
+                       "history": history}
+            stop = any([bool(callback(epoch, logs, context)) for callback in callbacks])
+            params, state, opt_state = context["params"], context["state"], context["opt_state"]
             if checkpoint is not None:
                 checkpoint.save(epoch, {"params": params, "state": state,
                                         "opt_state": opt_state},
-                                {"epoch": epoch, "history": history, "seed": seed})
-            context = {"params": params, "state": state, "opt_state": opt_state,
-                       "history": history}
-            if any([bool(callback(epoch, logs, context)) for callback in callbacks]):
-                params, state, opt_state = context["params"], context["state"], context["opt_state"]
+                                {"epoch": epoch, "history": history, "run": run,
+                                 "stopped": stop, "callbacks": [
+                                     cb.state_dict() if hasattr(cb, "state_dict") else None
+                                     for cb in callbacks]})
+            if stop:
                 break
     finally:
         if bar is not None:
@@ -343,6 +361,77 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
 
 
 LIVE_BAR_SECONDS = 1.0  # epochs shorter than this move the progress bar once, at their end
+
+
+def _examples(data: Any, name: str) -> tuple[Any, Any]:
+    """``(inputs, targets)`` from a pair of arrays or an ``ArrayDataset`` of two."""
+    if isinstance(data, DataLoader):
+        raise ArgumentError(f"fit: {name} must be (inputs, targets) arrays or an "
+                            f"ArrayDataset, received a DataLoader; fit shuffles and batches "
+                            f"on the device itself: pass loader.dataset and "
+                            f"batch_size=loader.batch_size")
+    if isinstance(data, ArrayDataset):
+        data = data.arrays
+    if not (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(hasattr(a, "shape") and hasattr(a, "__len__") for a in data)):
+        received = (f"a {type(data).__name__} of {len(data)} items"
+                    if isinstance(data, (tuple, list, ArrayDataset)) else type(data).__name__)
+        raise ArgumentError(f"fit: {name} must be (inputs, targets) arrays or an "
+                            f"ArrayDataset of two arrays, received {received}")
+    x, y = data
+    if jnp.ndim(x) == 0 or jnp.ndim(y) == 0:
+        raise ArgumentError(f"fit: {name} inputs and targets need a first axis of examples, "
+                            f"received shapes {jnp.shape(x)} and {jnp.shape(y)}")
+    if len(x) != len(y):
+        raise ArgumentError(f"fit: {name} inputs and targets must have the same length, "
+                            f"received {len(x)} and {len(y)}")
+    if len(x) == 0:
+        raise ArgumentError(f"fit: {name} is empty (0 examples)")
+    return x, y
+
+
+def _check_fit_arguments(net: Any, epochs: Any, batch_size: Any, seed: Any,
+                         num_examples: int, telemetry_every: Any) -> None:
+    if not isinstance(net, Layer):
+        raise ArgumentError(f"fit: net must be a minitorch layer, received "
+                            f"{type(net).__name__}")
+    check_int("fit", "epochs", epochs, 1)
+    check_int("fit", "seed", seed)
+    if not is_int(batch_size) or not 1 <= batch_size <= num_examples:
+        raise ArgumentError(f"fit: batch_size must be an int in [1, {num_examples}] (the "
+                            f"number of training examples), received {batch_size!r}")
+    if telemetry_every is not None:
+        check_int("fit", "telemetry_every", telemetry_every, 1)
+
+
+def _describe(net: Layer) -> str:
+    """The net's hyperparameters as text, the same in every process (no addresses)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(net))
+
+
+def _resume(checkpoint: CheckpointManager, template: dict, run: dict,
+            callbacks: Sequence[Callback], strict: bool) -> tuple | None:
+    """``(tree, history, start_epoch, stopped)`` from the manager's latest checkpoint of
+    this run, or None when it holds none."""
+    found = checkpoint.restore_latest(template)
+    if found is None:
+        return None
+    step, (tree, meta) = found
+    where = checkpoint.path(step)
+    if not {"history", "epoch", "run"} <= set(meta):
+        raise CheckpointError(f"{where}: not written by fit (its metadata has no "
+                              f"{sorted({'history', 'epoch', 'run'} - set(meta))}); give fit "
+                              f"an empty directory or one an earlier fit of this run wrote")
+    changed = [f"{name}: {meta['run'].get(name)!r} in the checkpoint, {value!r} now"
+               for name, value in run.items() if meta["run"].get(name) != value]
+    if changed and strict:
+        raise CheckpointError(f"{where}: this run differs from the one that wrote the "
+                              f"checkpoint ({'; '.join(changed)}); use a new directory, or "
+                              f"pass strict_resume=False to resume anyway")
+    for callback, saved in zip(callbacks, meta.get("callbacks") or []):
+        if saved is not None and hasattr(callback, "load_state_dict"):
+            callback.load_state_dict(saved)
+    return tree, meta["history"], meta["epoch"] + 1, bool(meta.get("stopped"))
 
 
 def _epoch_seconds(ticks: list[tuple[float, int]], steps: int, measured: float) -> float:
@@ -393,34 +482,70 @@ def _bar_advance(bar: Any, start: dict, ticks: list[tuple[float, int]]
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best``, the params, state and optimiser state of the best epoch are put
-    back into the context, so ``fit`` returns them.
+    A NaN or infinite value never counts as an improvement. With ``restore_best``, the
+    params, state and optimiser state of the best epoch are put back into the context, so
+    ``fit`` returns them. With ``checkpoint`` (a :class:`CheckpointManager`), each new best
+    is also written to ``checkpoint.best_path``, so the best epoch stays on disk after
+    the manager deletes old epochs, and a resumed run can restore it.
+
+    Its progress (``state_dict``) is saved with ``fit``'s checkpoints, so a retried job
+    neither forgets the best value nor trains past the stop.
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, *, mode: str = "min",
-                 min_delta: float = 0.0, restore_best: bool = True):
+                 min_delta: float = 0.0, restore_best: bool = True,
+                 checkpoint: CheckpointManager | None = None):
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', received {mode!r}")
+        check_int("EarlyStopping", "patience", patience, 1)
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or \
+                not math.isfinite(min_delta) or min_delta < 0:
+            raise ArgumentError(f"EarlyStopping: min_delta must be a finite number >= 0, "
+                                f"received {min_delta!r}")
         self.monitor, self.patience, self.mode = monitor, patience, mode
-        self.min_delta, self.restore_best = min_delta, restore_best
+        self.min_delta, self.restore_best, self.checkpoint = min_delta, restore_best, checkpoint
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.wait = 0  # epochs since the best (or since the start, before any)
         self._best_context: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.best, self.best_epoch, self.wait = saved["best"], saved["best_epoch"], saved["wait"]
+
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        sign = 1.0 if self.mode == "min" else -1.0
+        return self.best is None or sign * (self.best - value) > self.min_delta
 
     def __call__(self, epoch: int, logs: dict[str, float], context: dict[str, Any]) -> bool:
         if self.monitor not in logs:
             raise KeyError(f"EarlyStopping: monitored metric {self.monitor!r} is not in the "
                            f"logs {sorted(logs)}")
-        value = logs[self.monitor]
-        sign = 1.0 if self.mode == "min" else -1.0
-        if self.best is None or sign * (self.best - value) > self.min_delta:
-            self.best, self.best_epoch = value, epoch
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            best = {k: context[k] for k in ("params", "state", "opt_state")}
             if self.restore_best:  # copies: the next epoch donates the live buffers
-                self._best_context = {k: jax.tree.map(jnp.copy, context[k])
-                                      for k in ("params", "state", "opt_state")}
+                self._best_context = jax.tree.map(jnp.copy, best)
+            if self.checkpoint is not None:
+                self.checkpoint.save_best(best, {"epoch": epoch, self.monitor: value})
             return False
-        if epoch - self.best_epoch >= self.patience:
-            if self._best_context is not None:
-                context.update(self._best_context)
-            return True
-        return False
+        self.wait += 1
+        if self.wait < self.patience:
+            return False
+        if self.restore_best:
+            context.update(self._best_or_saved(context))
+        return True
+
+    def _best_or_saved(self, context: dict[str, Any]) -> dict:
+        """The best epoch's trees: kept in memory, or (after a resume) read back from disk."""
+        if self._best_context is not None:
+            return self._best_context
+        if self.checkpoint is not None and self.checkpoint.best_path.exists():
+            template = {k: context[k] for k in ("params", "state", "opt_state")}
+            return self.checkpoint.restore_best(template)[0]
+        return {}

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import DTypeError, ShapeError
+from minitorch.nn.core import check_ids, real
 
 Array = jax.Array
 Reduction = Literal["mean", "sum", "none"]
@@ -205,16 +206,14 @@ def softmax_cross_entropy(logits: Array, labels: Array, *, where: Array | None =
     shape, label_shape = jnp.shape(logits), jnp.shape(labels)
     if len(shape) < 1:
         raise ShapeError(name, f"expected logits of shape (..., C), received {shape}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-            or not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"{name}: label_smoothing must be a number in [0, 1), received "
-                         f"{label_smoothing!r}")
+    label_smoothing = real(label_smoothing, "label_smoothing", name, minimum=0, below=1)
     keep = _mask(where, shape[:-1], "the labels' batch shape", name)
     label_dtype = jnp.result_type(labels)
     if jnp.issubdtype(label_dtype, jnp.integer):
         if label_shape != shape[:-1]:
             raise ShapeError(name, f"expected integer labels of shape {shape[:-1]} "
                              f"(logits {shape} without the class axis), received {label_shape}")
+        check_ids(name, labels, shape[-1], "class ids", keep)
         if keep is not None:  # a left-out entry may hold any id: it must not become NaN
             labels = jnp.where(keep, labels, 0)
         classes = jnp.arange(shape[-1], dtype=label_dtype)

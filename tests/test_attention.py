@@ -168,5 +168,5 @@ class AttentionTest(chex.TestCase):
         with pytest.raises(ValueError, match=r"MultiHeadAttention: embed_dim=10 must be "
                                              r"divisible by num_heads=4"):
             nn.MultiHeadAttention(10, 4)
-        with pytest.raises(ValueError, match="dropout must be a number in"):
+        with pytest.raises(ValueError, match=r"dropout must be a finite number in \[0, 1\)"):
             nn.MultiHeadAttention(8, 2, dropout=1.5)

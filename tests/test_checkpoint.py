@@ -350,14 +350,14 @@ def test_manager_finds_and_retains_any_non_negative_step(tmp_path):
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda m: m.save(-1, {}), ValueError, r"step must be >= 0, received -1"),
-    (lambda m: m.save(2.0, {}), TypeError, r"step must be an int, received 2\.0"),
-    (lambda m: m.save(True, {}), TypeError, r"step must be an int, received True"),
-    (lambda m: CheckpointManager(m.directory, keep=2.5), TypeError, r"keep must be an int, "
-                                                                    r"received 2\.5"),
-    (lambda m: CheckpointManager(m.directory, keep="3"), TypeError, r"keep must be an int, "
-                                                                    r"received '3'"),
-    (lambda m: CheckpointManager(m.directory, keep=0), ValueError, r"keep must be >= 1"),
+    (lambda m: m.save(-1, {}), ValueError, r"step must be a non-negative int, received -1"),
+    (lambda m: m.save(2.0, {}), TypeError, r"step must be a non-negative int, received 2\.0"),
+    (lambda m: m.save(True, {}), TypeError, r"step must be a non-negative int, received True"),
+    (lambda m: CheckpointManager(m.directory, keep=2.5), TypeError,
+     r"keep must be a positive int, received 2\.5"),
+    (lambda m: CheckpointManager(m.directory, keep="3"), TypeError,
+     r"keep must be a positive int, received '3'"),
+    (lambda m: CheckpointManager(m.directory, keep=0), ValueError, r"keep must be a positive int"),
 ])
 def test_manager_rejects_bad_steps_and_keep_at_the_call(tmp_path, call, error, message):
     manager = CheckpointManager(tmp_path / "run")

@@ -64,7 +64,7 @@ def test_prefetch_reraises_errors_of_the_dataset():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(batch_size=0), "batch_size must be a positive int, received 0"),
     (dict(batch_size=11, drop_last=True), "larger than the dataset"),
-    (dict(batch_size=2, prefetch=-1), "prefetch must be >= 0"),
+    (dict(batch_size=2, prefetch=-1), "prefetch must be a non-negative int"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,3 +1,5 @@
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 from jax.test_util import check_grads
 
 from minitorch import losses
-from minitorch.errors import DTypeError, ShapeError
+from minitorch.errors import DTypeError, IdError, ShapeError
 from tests.helpers import assert_jit_grads_match_eager, assert_matches_torch, log_softmax_ref
 
 REDUCE = {"mean": np.mean, "sum": np.sum, "none": lambda a: a}
@@ -96,10 +98,17 @@ class LossValueTest(chex.TestCase):
         # confident misses: PyTorch's (p - t) / max(p (1 - p), 1e-12), finite
         np.testing.assert_allclose(grad[:2], np.array([-1e12, 1e12]) / 4, rtol=1e-6)
 
-    def test_out_of_range_class_ids_give_nan(self):
-        loss = losses.softmax_cross_entropy(jnp.zeros((3, 4)), jnp.array([0, 4, -1]),
-                                            reduction="none")
+    def test_out_of_range_class_ids_give_nan_under_jit_and_raise_eagerly(self):
+        xent = functools.partial(losses.softmax_cross_entropy, reduction="none")
+        loss = jax.jit(xent)(jnp.zeros((3, 4)), jnp.array([0, 4, -1]))
         self.assertTrue(np.isfinite(loss[0]) and np.isnan(loss[1]) and np.isnan(loss[2]))
+        with self.assertRaisesRegex(IdError, r"softmax_cross_entropy: expected class ids in "
+                                             r"\[0, 4\), received 2 outside it"):
+            xent(jnp.zeros((3, 4)), jnp.array([0, 4, -1]))
+        with self.assertRaisesRegex(IdError, "max 4294967297"):   # would wrap to 1
+            xent(jnp.zeros((3, 4)), np.array([0, 2**32 + 1, 1]))
+        kept = xent(jnp.zeros((3, 4)), jnp.array([0, 4, -1]), where=jnp.array([1, 0, 0], bool))
+        np.testing.assert_allclose(kept, [np.log(4), 0, 0], rtol=1e-6)
 
     def test_masked_logits_with_zero_target_stay_finite(self):
         logits = jnp.array([[0.0, -jnp.inf, 1.0]])
@@ -365,5 +374,5 @@ def test_where_and_smoothing_bad_arguments():
     with pytest.raises(DTypeError, match="mse: expected a boolean where="):
         losses.mse(logits, logits, where=jnp.ones((3, 4)))
     for bad in (-0.1, 1.0, "0.1", True):
-        with pytest.raises(ValueError, match="label_smoothing must be a number in"):
+        with pytest.raises(ValueError, match=r"label_smoothing must be a finite .* in \[0, 1\)"):
             losses.softmax_cross_entropy(logits, labels, label_smoothing=bad)

@@ -58,8 +58,9 @@ class DropoutTest(chex.TestCase):
             nn.Dropout(0.5).apply({}, jnp.ones(3), train=True)
 
     def test_bad_rate_raises(self):
-        for rate in (-0.1, 1.0, 2):
-            with self.assertRaisesRegex(ValueError, r"Dropout: rate must be in \[0, 1\)"):
+        for rate in (-0.1, 1.0, 2, float("nan"), "0.5", True, jnp.array(0.5)):
+            with self.assertRaisesRegex(ValueError, r"Dropout: rate must be a finite number "
+                                                    r"in \[0, 1\), received"):
                 nn.Dropout(rate)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from minitorch.errors import ShapeError
+from minitorch.errors import ShapeError, check_int
 from minitorch.nn.core import (
     Array,
     Layer,
@@ -20,7 +20,10 @@ from minitorch.nn.core import (
     check_float,
     check_key,
     check_params,
+    flag,
+    float_dtype,
     positive_int,
+    real,
     set_fields,
 )
 
@@ -53,6 +56,9 @@ class LeakyReLU(_Activation):
 
     negative_slope: float = 0.01
 
+    def __post_init__(self):
+        set_fields(self, negative_slope=real(self.negative_slope, "negative_slope", "LeakyReLU"))
+
     def fn(self, x: Array) -> Array:
         return jax.nn.leaky_relu(x, self.negative_slope)
 
@@ -79,6 +85,9 @@ class GELU(_Activation):
 
     approximate: bool = False
 
+    def __post_init__(self):
+        set_fields(self, approximate=flag(self.approximate, "approximate", "GELU"))
+
     def fn(self, x: Array) -> Array:
         return jax.nn.gelu(x, approximate=self.approximate)
 
@@ -86,6 +95,9 @@ class GELU(_Activation):
 @dataclasses.dataclass(frozen=True)
 class _OverAxis(_Activation):
     axis: int = -1
+
+    def __post_init__(self):
+        set_fields(self, axis=check_int(type(self).__name__, "axis", self.axis))
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False) -> Array:
@@ -133,7 +145,8 @@ class PReLU(Layer):
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = jnp.float32):
         set_fields(self, num_parameters=positive_int(num_parameters, "num_parameters", "PReLU"),
-                   slope_init=float(init), dtype=jnp.dtype(dtype))
+                   slope_init=real(init, "init", "PReLU"),
+                   dtype=float_dtype(dtype, "PReLU"))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")

@@ -18,7 +18,10 @@ from minitorch.nn.core import (
     check_float,
     check_key,
     check_params,
+    flag,
+    float_dtype,
     positive_int,
+    real,
     set_fields,
     split_key,
 )
@@ -69,12 +72,10 @@ class MultiHeadAttention(Layer):
         if embed_dim % num_heads:
             raise ValueError(f"{owner}: embed_dim={embed_dim} must be divisible by "
                              f"num_heads={num_heads}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{owner}: dropout must be a number in [0, 1), received "
-                             f"{dropout!r}")
-        set_fields(self, embed_dim=embed_dim, num_heads=num_heads, bias=bool(bias),
-                   dropout=float(dropout), causal=bool(causal), dtype=jnp.dtype(dtype))
+        set_fields(self, embed_dim=embed_dim, num_heads=num_heads,
+                   bias=flag(bias, "bias", owner),
+                   dropout=real(dropout, "dropout", owner, minimum=0, below=1),
+                   causal=flag(causal, "causal", owner), dtype=float_dtype(dtype, owner))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")

@@ -24,6 +24,8 @@ from minitorch.nn.core import (
     check_params,
     check_shape,
     conv_output_size,
+    flag,
+    float_dtype,
     positive_int,
     resolve_padding,
     set_fields,
@@ -85,7 +87,8 @@ class _Conv(Layer):
         initializers.resolve(init, owner=owner)
         set_fields(self, in_channels=in_channels, out_channels=out_channels,
                    kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                   groups=groups, bias=bool(bias), weight_init=init, dtype=jnp.dtype(dtype))
+                   groups=groups, bias=flag(bias, "bias", owner), weight_init=init,
+                   dtype=float_dtype(dtype, owner))
 
     def init(self, key: PRNGKey) -> Params:
         return _kernel_params(self, key, (self.out_channels, self.in_channels // self.groups,
@@ -213,7 +216,8 @@ class ConvTranspose2D(Layer):
         set_fields(self, in_channels=in_channels, out_channels=out_channels,
                    kernel_size=kernel_size, stride=stride, padding=tuple(p for p, _ in pads),
                    output_padding=tuple(e for e, _ in extra), dilation=dilation, groups=groups,
-                   bias=bool(bias), weight_init=init, dtype=jnp.dtype(dtype))
+                   bias=flag(bias, "bias", owner), weight_init=init,
+                   dtype=float_dtype(dtype, owner))
 
     def init(self, key: PRNGKey) -> Params:
         return _kernel_params(self, key, (self.in_channels, self.out_channels // self.groups,

@@ -23,12 +23,15 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from minitorch.errors import (
+    ArgumentError,
     DTypeError,
+    IdError,
     KeyArgError,
     LayerError,
     ParamsError,
     ShapeError,
     StateError,
+    check_int,
     describe,
 )
 
@@ -410,11 +413,63 @@ def set_fields(obj: Layer, /, **fields: Any) -> None:
         object.__setattr__(obj, name, value)
 
 
+# Hyperparameter validation, shared by every layer's constructor. Each returns the value in
+# its canonical Python form or raises an ArgumentError (a TypeError and a ValueError) naming
+# the layer and the argument: bools are not ints, NumPy scalars are numbers, and strings,
+# arrays (which would become tracers later), NaN and infinities are refused.
+
 def positive_int(value: Any, name: str, owner: str) -> int:
-    """``value`` if it is an int >= 1, else ValueError naming ``owner`` and ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, received {value!r}")
-    return value
+    """``value`` as an int >= 1 (NumPy integers too, bools not)."""
+    return check_int(owner, name, value, 1)
+
+
+def real(value: Any, name: str, owner: str, *, minimum: float | None = None,
+         maximum: float | None = None, above: float | None = None,
+         below: float | None = None) -> float:
+    """``value`` as a finite float within the given bounds (``minimum <= value``,
+    ``value < below``, ...): a Python or NumPy int or float, not a bool, string or array."""
+    bounds = [(minimum, float.__ge__), (above, float.__gt__), (maximum, float.__le__),
+              (below, float.__lt__)]
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+    if not (number and math.isfinite(value)
+            and all(test(float(value), bound) for bound, test in bounds if bound is not None)):
+        raise ArgumentError(f"{owner}: {name} must be a finite number"
+                            f"{_range_text(minimum, above, maximum, below)}, received {value!r}")
+    return float(value)
+
+
+def _range_text(minimum: float | None, above: float | None, maximum: float | None,
+                below: float | None) -> str:
+    """`` in [0, 1)``, `` > 0``, `` <= 1`` or nothing."""
+    low, high = (minimum, "[") if minimum is not None else (above, "("), \
+        (maximum, "]") if maximum is not None else (below, ")")
+    if low[0] is not None and high[0] is not None:
+        return f" in {low[1]}{low[0]:g}, {high[0]:g}{high[1]}"
+    if low[0] is not None:
+        return f" {'>=' if low[1] == '[' else '>'} {low[0]:g}"
+    if high[0] is not None:
+        return f" {'<=' if high[1] == ']' else '<'} {high[0]:g}"
+    return ""
+
+
+def flag(value: Any, name: str, owner: str) -> bool:
+    """``value`` as a bool; ``1`` or ``"False"`` is refused rather than read as truth."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentError(f"{owner}: {name} must be True or False, received {value!r}")
+    return bool(value)
+
+
+def float_dtype(value: Any, owner: str, name: str = "dtype") -> Any:
+    """``value`` as a floating-point ``jnp.dtype`` (params must be differentiable)."""
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ArgumentError(f"{owner}: {name} must be a floating-point dtype (float32, "
+                            f"bfloat16, ...), received {value!r}")
+    return dtype
 
 
 def param_groups(tree: Any, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -445,6 +500,37 @@ def spatial_axes(n: int) -> tuple[str, ...]:
     return ("L",) if n == 1 else ("H", "W") if n == 2 else tuple(f"D{i}" for i in range(n))
 
 
+def check_fits_32_bits(array: np.ndarray, where: str, error: type = ArgumentError) -> None:
+    """Refuse 64-bit integers beyond 32 bits while 64-bit mode is off: JAX would wrap them
+    (``2**32 + 1`` becomes 1, a valid-looking id)."""
+    if (jax.config.read("jax_enable_x64") or array.dtype.kind not in "iu"
+            or array.dtype.itemsize != 8 or not array.size):
+        return
+    narrow = np.iinfo(np.int32 if array.dtype.kind == "i" else np.uint32)
+    low, high = array.min(), array.max()
+    if low < narrow.min or high > narrow.max:
+        raise error(f"{where}: {array.dtype} values in [{low}, {high}] do not fit "
+                    f"{narrow.dtype}, and 64-bit mode is off, so JAX would turn them into "
+                    f"other numbers. Enable it first: jax.config.update('jax_enable_x64', True)")
+
+
+def check_ids(owner: str, ids: Any, upper: int, what: str, keep: Any = None) -> None:
+    """Concrete integer ``ids`` (an eager call) must lie in ``[0, upper)`` where ``keep``
+    (a boolean mask) is True; raises IdError naming ``owner``. Under ``jit`` the values
+    are unknown and nothing is checked (the layer's documented NaN marks them instead)."""
+    if isinstance(ids, jax.core.Tracer) or isinstance(keep, jax.core.Tracer):
+        return
+    values = np.asarray(ids)
+    if not np.issubdtype(values.dtype, np.integer):
+        return
+    if keep is not None:
+        values = values[np.broadcast_to(np.asarray(keep), values.shape)]
+    outside = (values < 0) | (values >= upper)
+    if outside.any():
+        raise IdError(owner, f"expected {what} in [0, {upper}), received {int(outside.sum())} "
+                             f"outside it (min {values.min()}, max {values.max()})")
+
+
 def is_int(value: Any) -> bool:
     """Whether ``value`` is an integer (a NumPy integer too), and not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -469,7 +555,7 @@ def as_tuple(value: int | Sequence[int], n: int, name: str, owner: str) -> tuple
     ValueError naming ``owner`` and ``name``."""
     values = _int_tuple(value, n, 1)
     if values is None:
-        raise ValueError(f"{owner}: {name} must be a positive int or {_several(n)}, "
+        raise ArgumentError(f"{owner}: {name} must be a positive int or {_several(n)}, "
                          f"received {value!r}")
     return values
 
@@ -501,11 +587,11 @@ def resolve_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[i
                 total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
                 pads.append((total // 2, total - total // 2))
             return tuple(pads)
-        raise ValueError(f"{owner}: padding must be an int, a pair, 'same' or 'valid', "
+        raise ArgumentError(f"{owner}: padding must be an int, a pair, 'same' or 'valid', "
                          f"received {padding!r}")
     values = _int_tuple(padding, len(spatial), 0)
     if values is None:
-        raise ValueError(f"{owner}: padding must be a non-negative int, "
+        raise ArgumentError(f"{owner}: padding must be a non-negative int, "
                          f"{_several(len(spatial))}, 'same' or 'valid', received {padding!r}")
     return tuple((p, p) for p in values)
 

@@ -15,9 +15,11 @@ from minitorch.nn.core import (
     Params,
     PRNGKey,
     check_float,
+    check_ids,
     check_key,
     check_params,
     check_shape,
+    float_dtype,
     positive_int,
     set_fields,
 )
@@ -53,7 +55,7 @@ class Embedding(Layer):
         initializers.resolve(init, owner="Embedding")
         set_fields(self, num_embeddings=positive_int(num_embeddings, "num_embeddings", "Embedding"),
                    embedding_dim=positive_int(embedding_dim, "embedding_dim", "Embedding"),
-                   weight_init=init, dtype=jnp.dtype(dtype))
+                   weight_init=init, dtype=float_dtype(dtype, "Embedding"))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -71,6 +73,7 @@ class Embedding(Layer):
         dtype = jnp.result_type(x)
         if not jnp.issubdtype(dtype, jnp.integer):
             raise DTypeError("Embedding", f"expected integer ids, received {dtype}")
+        check_ids("Embedding", x, self.num_embeddings, "ids")
         # Negative ids would wrap around; send them out of range so they fill with NaN too.
         ids = jnp.where(x < 0, self.num_embeddings, x)
         return jnp.take(params["W"], ids, axis=0, mode="fill", fill_value=jnp.nan)

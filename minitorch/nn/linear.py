@@ -17,6 +17,8 @@ from minitorch.nn.core import (
     check_key,
     check_params,
     check_shape,
+    flag,
+    float_dtype,
     positive_int,
     set_fields,
     split_key,
@@ -51,7 +53,8 @@ class Linear(Layer):
         initializers.resolve(init, owner="Linear")  # fail early on an unknown name
         set_fields(self, in_features=positive_int(in_features, "in_features", "Linear"),
                    out_features=positive_int(out_features, "out_features", "Linear"),
-                   bias=bool(bias), weight_init=init, dtype=jnp.dtype(dtype))
+                   bias=flag(bias, "bias", "Linear"), weight_init=init,
+                   dtype=float_dtype(dtype, "Linear"))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from minitorch.errors import ShapeError
 from minitorch.nn.core import (
@@ -23,8 +22,11 @@ from minitorch.nn.core import (
     check_params,
     check_shape,
     check_state,
+    flag,
+    float_dtype,
     is_int,
     positive_int,
+    real,
     set_fields,
 )
 
@@ -54,8 +56,9 @@ class LayerNorm(Layer):
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, *,
                  elementwise_affine: bool = True, dtype: Any = jnp.float32):
         set_fields(self, normalized_shape=_normalized_shape(normalized_shape, "LayerNorm"),
-                   eps=_positive_float(eps, "eps", "LayerNorm"),
-                   elementwise_affine=bool(elementwise_affine), dtype=jnp.dtype(dtype))
+                   eps=real(eps, "eps", "LayerNorm", above=0),
+                   elementwise_affine=flag(elementwise_affine, "elementwise_affine", "LayerNorm"),
+                   dtype=float_dtype(dtype, "LayerNorm"))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -99,8 +102,8 @@ class RMSNorm(Layer):
                  dtype: Any = jnp.float32):
         shape = _normalized_shape(normalized_shape, "RMSNorm")
         if eps is not None:
-            eps = _positive_float(eps, "eps", "RMSNorm")
-        set_fields(self, normalized_shape=shape, eps=eps, dtype=jnp.dtype(dtype))
+            eps = real(eps, "eps", "RMSNorm", above=0)
+        set_fields(self, normalized_shape=shape, eps=eps, dtype=float_dtype(dtype, "RMSNorm"))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -146,7 +149,8 @@ class GroupNorm(Layer):
             raise ValueError(f"GroupNorm: num_groups={groups} must divide "
                              f"num_channels={channels}")
         set_fields(self, num_groups=groups, num_channels=channels,
-                   eps=_positive_float(eps, "eps", "GroupNorm"), dtype=jnp.dtype(dtype))
+                   eps=real(eps, "eps", "GroupNorm", above=0),
+                   dtype=float_dtype(dtype, "GroupNorm"))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -175,15 +179,6 @@ def _normalized_shape(value: Any, owner: str) -> tuple[int, ...]:
         raise ValueError(f"{owner}: normalized_shape must be a positive int or a non-empty "
                          f"tuple of them, received {value!r}")
     return tuple(positive_int(d, "normalized_shape", owner) for d in values)
-
-
-def _positive_float(value: Any, name: str, owner: str) -> float:
-    """``float(value)`` for a finite real number > 0, else ValueError naming ``owner``."""
-    if isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.floating,
-                                                                 np.integer)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{owner}: {name} must be a finite number > 0, received {value!r}")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -220,12 +215,10 @@ class BatchNorm(Layer):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
                  axis_name: Any = None, dtype: Any = jnp.float32):
-        if not eps > 0 or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNorm: expected eps > 0 and momentum in [0, 1], received "
-                             f"eps={eps!r}, momentum={momentum!r}")
         set_fields(self, num_features=positive_int(num_features, "num_features", "BatchNorm"),
-                   eps=float(eps), momentum=float(momentum), axis_name=axis_name,
-                   dtype=jnp.dtype(dtype))
+                   eps=real(eps, "eps", "BatchNorm", above=0),
+                   momentum=real(momentum, "momentum", "BatchNorm", minimum=0, maximum=1),
+                   axis_name=axis_name, dtype=float_dtype(dtype, "BatchNorm"))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -264,6 +257,9 @@ class BatchNorm(Layer):
     def _batch_stats(self, x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, int]:
         """Per-channel mean and biased variance over ``axes`` (and ``axis_name``), and the count."""
         count = math.prod(x.shape[a] for a in axes)
+        if count == 0:  # the mean of nothing is NaN, which would poison the running stats
+            raise ShapeError("BatchNorm", f"training needs at least one value per channel for "
+                                          f"the batch statistics, received shape {x.shape}")
         mean = x.mean(axis=axes)
         if self.axis_name is not None:
             mean = jax.lax.pmean(mean, self.axis_name)

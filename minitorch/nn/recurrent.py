@@ -27,6 +27,8 @@ from minitorch.nn.core import (
     check_key,
     check_params,
     check_shape,
+    flag,
+    float_dtype,
     positive_int,
     set_fields,
     split_key,
@@ -55,8 +57,8 @@ class _Recurrent(Layer):
         owner = type(self).__name__
         set_fields(self, input_size=positive_int(input_size, "input_size", owner),
                    hidden_size=positive_int(hidden_size, "hidden_size", owner),
-                   bias=bool(bias), unroll=positive_int(unroll, "unroll", owner),
-                   dtype=jnp.dtype(dtype))
+                   bias=flag(bias, "bias", owner), unroll=positive_int(unroll, "unroll", owner),
+                   dtype=float_dtype(dtype, owner))
 
     def init(self, key: PRNGKey) -> Params:
         """Every param uniform(-1/sqrt(H), 1/sqrt(H)), as PyTorch."""

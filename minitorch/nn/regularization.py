@@ -8,7 +8,17 @@ import jax.numpy as jnp
 
 from minitorch.errors import KeyArgError
 from minitorch.nn.bernoulli import bernoulli
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, check_float, check_key, check_params
+from minitorch.nn.core import (
+    Array,
+    Layer,
+    Params,
+    PRNGKey,
+    check_float,
+    check_key,
+    check_params,
+    real,
+    set_fields,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +34,7 @@ class Dropout(Layer):
     rate: float = 0.5
 
     def __post_init__(self):
-        if not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"Dropout: rate must be in [0, 1), received {self.rate!r}")
+        set_fields(self, rate=real(self.rate, "rate", "Dropout", minimum=0, below=1))
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False) -> Array:
