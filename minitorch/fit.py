@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from minitorch import train
@@ -26,7 +27,15 @@ from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.data import ArrayDataset, DataLoader
 from minitorch.errors import ArgumentError, check_int
 from minitorch.nn.conv import Conv2D
-from minitorch.nn.core import Array, Layer, Params, State, is_int, named_layers
+from minitorch.nn.core import (
+    Array,
+    Layer,
+    Params,
+    State,
+    check_fits_32_bits,
+    is_int,
+    named_layers,
+)
 
 History = dict[str, list[float]]
 Callback = Callable[[int, dict[str, float], dict[str, Any]], Any]
@@ -387,6 +396,9 @@ def _examples(data: Any, name: str) -> tuple[Any, Any]:
                             f"received {len(x)} and {len(y)}")
     if len(x) == 0:
         raise ArgumentError(f"fit: {name} is empty (0 examples)")
+    for part, array in (("inputs", x), ("targets", y)):
+        if isinstance(array, np.ndarray):
+            check_fits_32_bits(array, f"fit: {name} {part}")
     return x, y
 
 

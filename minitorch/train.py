@@ -215,12 +215,7 @@ def _build_step(net: Layer | None, loss: Loss | Objective,
         if not donate:
             return jax.jit(step)
         names = ("params", "state", "opt_state") if stateful else ("params", "opt_state")
-        compiled = jax.jit(step, donate_argnums=tuple(range(len(names))))
-
-        def donating_step(*args: Any) -> Any:
-            return compiled(*donatable(args[:len(names)], names, "step"), *args[len(names):])
-
-        return donating_step
+        return _guard_donation(jax.jit(step, donate_argnums=tuple(range(len(names)))), names)
     # No donation: after a failed check the caller still holds valid params to inspect.
     compiled = jax.jit(checkify.checkify(step))
 
@@ -231,6 +226,35 @@ def _build_step(net: Layer | None, loss: Loss | Objective,
         return out
 
     return checked_step
+
+
+def _guard_donation(compiled: Callable, names: tuple[str, ...]) -> Callable:
+    """``compiled`` (which donates its first ``len(names)`` arguments), with the mistakes
+    around donation made clear: passing arrays that an earlier call donated raises a
+    ValueError saying so, and an optimiser state holding the params themselves is copied.
+
+    Checking every leaf before every call costs 10-20 us, as much as a whole step of a tiny
+    MLP (benchmarks/step_vs_raw.py), so the full check runs on the first call, when the
+    params container is the one the previous call donated (the usual mistake: not
+    reassigning the returned params), and after a call fails over a donated buffer.
+    """
+    n = len(names)
+    last = {"first": True, "params": None}
+
+    def step(*args: Any) -> Any:
+        trees = args[:n]
+        if last["first"] or id(trees[0]) == last["params"]:
+            trees = donatable(trees, names, "step")
+            last["first"] = False
+        last["params"] = id(args[0])
+        try:
+            return compiled(*trees, *args[n:])
+        except Exception as err:  # jaxlib's ValueError or JaxRuntimeError
+            if "donat" not in str(err):
+                raise
+            return compiled(*donatable(trees, names, "step"), *args[n:])
+
+    return step
 
 
 def donatable(trees: Any, names: tuple[str, ...], where: str) -> tuple:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from minitorch import checkpoint, losses, nn, optim, parallel, train
-from minitorch.checkpoint import CheckpointError
+from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.data import ArrayDataset, DataLoader
-from minitorch.errors import DTypeError, KeyArgError, ParamsError, ShapeError
+from minitorch.errors import DTypeError, IdError, KeyArgError, ParamsError, ShapeError
 from minitorch.fit import EarlyStopping, fit
+from tests.test_checkpoint import crafted, f32
 
 KEY = jax.random.key(0)
 
@@ -213,8 +214,145 @@ CASES.update({
                                 "EarlyStopping: mode must be 'min' or 'max'"),
 })
 
+
+
+def fit_mlp(data=None, **kwargs):
+    kwargs = {"epochs": 1, "batch_size": 2, "progress": False, **kwargs}
+    return fit(mlp(), losses.softmax_cross_entropy, optim.sgd(0.1),
+               (X, Y) if data is None else data, **kwargs)
+
+
+class ItemsAsDicts:
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return {"x": np.zeros(3)}
+
+
+def reused_donated_params():
+    net, opt = mlp(), optim.sgd(0.1)
+    params = net.init(KEY)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt)
+    step(params, opt.init(params), (X, Y), None)
+    return step(params, opt.init(params), (X, Y), None)
+
+
+CASES.update({
+    # --- fit, evaluate, predict arguments ------------------------------------------------
+    "fit epochs 0": (lambda: fit_mlp(epochs=0), ValueError,
+                     "fit: epochs must be a positive int, received 0"),
+    "fit epochs float": (lambda: fit_mlp(epochs=2.0), TypeError,
+                         r"fit: epochs must be a positive int, received 2\.0"),
+    "fit seed not an int": (lambda: fit_mlp(seed="0"), TypeError,
+                            "fit: seed must be an int, received '0'"),
+    "fit telemetry_every 0": (lambda: fit_mlp(telemetry=True, telemetry_every=0), ValueError,
+                              "fit: telemetry_every must be a positive int, received 0"),
+    "fit net not a layer": (lambda: fit(jnp.tanh, losses.mse, optim.sgd(0.1), (X, Y), epochs=1,
+                                        batch_size=2), TypeError,
+                            "fit: net must be a minitorch layer, received PjitFunction"),
+    "fit empty validation data": (lambda: fit_mlp(val_data=(X[:0], Y[:0])), ValueError,
+                                  r"fit: val_data is empty \(0 examples\)"),
+    "fit data as a loader": (lambda: fit_mlp(DataLoader(ArrayDataset(X, Y), 2)), TypeError,
+                             "fit: train_data must be .* received a DataLoader"),
+    "fit data of three arrays": (lambda: fit_mlp((X, Y, Y)), TypeError,
+                                 "fit: train_data must be .* received a tuple of 3 items"),
+    "fit labels that would wrap": (lambda: fit_mlp((X, np.array([0, 1, 2**32 + 1, 0]))),
+                                   ValueError, "fit: train_data targets: int64 values"),
+    "evaluate empty data": (lambda: train.evaluate(mlp(), losses.softmax_cross_entropy,
+                                                   mlp().init(KEY), (X[:0], Y[:0])), ValueError,
+                            "evaluate: data must hold at least one example"),
+    "evaluate batch size 0": (lambda: train.evaluate(mlp(), losses.softmax_cross_entropy,
+                                                     mlp().init(KEY), (X, Y), batch_size=0),
+                              ValueError, "evaluate: batch_size must be a positive int"),
+    "predict batch size -1": (lambda: train.predict(mlp(), mlp().init(KEY), X, batch_size=-1),
+                              ValueError, "predict: batch_size must be a positive int"),
+    "predict net not a layer": (lambda: train.predict(jnp.tanh, {}, X), TypeError,
+                                "predict: net must be a minitorch layer"),
+    "step reusing donated params": (reused_donated_params, ValueError,
+                                    "step: params holds arrays that were donated to an "
+                                    "earlier call"),
+    # --- data loader arguments ---------------------------------------------------------
+    "loader seed float": (lambda: DataLoader(ArrayDataset(np.zeros(5)), 2, seed=1.5), TypeError,
+                          "DataLoader: seed must be an int, received 1.5"),
+    "loader prefetch string": (lambda: DataLoader(ArrayDataset(np.zeros(5)), 2, prefetch="2"),
+                               TypeError, "DataLoader: prefetch must be a non-negative int"),
+    "loader batch size float": (lambda: DataLoader(ArrayDataset(np.zeros(5)), 2.0), TypeError,
+                                r"DataLoader: batch_size must be a positive int, received 2\.0"),
+    "loader items that are dicts": (lambda: next(iter(DataLoader(ItemsAsDicts(), 2))),
+                                    TypeError, r"DataLoader: dataset\[indices\] must return a "
+                                               r"tuple of arrays.*returned a dict"),
+    # --- hyperparameters -----------------------------------------------------------------
+    "padding True": (lambda: nn.Conv2D(1, 2, 3, padding=True), ValueError,
+                     "Conv2D: padding must be .* received True"),
+    "layernorm eps NaN": (lambda: nn.LayerNorm(4, eps=float("nan")), ValueError,
+                          "LayerNorm: eps must be a finite number > 0, received nan"),
+    "dropout rate as an array": (lambda: nn.Dropout(jnp.array(0.5)), TypeError,
+                                 r"Dropout: rate must be a finite number in \[0, 1\)"),
+    "leaky slope as a string": (lambda: nn.LeakyReLU("0.1"), TypeError,
+                                "LeakyReLU: negative_slope must be a finite number"),
+    "integer params dtype": (lambda: nn.Linear(2, 3, dtype=jnp.int32), TypeError,
+                             "Linear: dtype must be a floating-point dtype"),
+    "bias as a string": (lambda: nn.Linear(2, 3, bias="False"), TypeError,
+                         "Linear: bias must be True or False, received 'False'"),
+    "attention dropout NaN": (lambda: nn.MultiHeadAttention(8, 2, dropout=float("nan")),
+                              ValueError, "MultiHeadAttention: dropout must be a finite number"),
+    # --- values, eagerly -----------------------------------------------------------------
+    "class id out of range, eager loss": (
+        lambda: losses.softmax_cross_entropy(jnp.zeros((2, 3)), jnp.array([0, 3])), IdError,
+        r"softmax_cross_entropy: expected class ids in \[0, 3\), received 1 outside it"),
+    "embedding id out of range, eager": (
+        lambda: nn.Net([nn.Embedding(3, 2)]).apply(nn.Net([nn.Embedding(3, 2)]).init(KEY),
+                                                   jnp.array([5])), IdError,
+        r"layer 0 \(Embedding\): expected ids in \[0, 3\)"),
+    "embedding id that would wrap": (
+        lambda: nn.Embedding(3, 2).apply(nn.Embedding(3, 2).init(KEY), np.array([2**32 + 1])),
+        IdError, "Embedding: expected ids in .* max 4294967297"),
+    "batchnorm empty training batch": (
+        lambda: nn.BatchNorm(3).apply(nn.BatchNorm(3).init(KEY), jnp.zeros((0, 3)),
+                                      state=nn.BatchNorm(3).init_state(), train=True),
+        ShapeError, "BatchNorm: training needs at least one value per channel"),
+})
+
+
+def hostile_checkpoint(tmp_path):
+    path = crafted(tmp_path / "hostile.safetensors", {"W": f32((10**9, 10**6), 0, 8)}, b"\0" * 8)
+    return checkpoint.load(path, {"W": jnp.ones(2)})
+
+
+def unloadable_leaf(tmp_path):
+    return checkpoint.save(tmp_path / "c.safetensors", {"names": np.array(["a", "b"])})
+
+
+def float_step(tmp_path):
+    return CheckpointManager(tmp_path / "run").save(1.5, {"w": jnp.ones(2)})
+
+
+def second_writer(tmp_path):
+    first = CheckpointManager(tmp_path / "run")
+    first.save(1, {"w": jnp.ones(2)})
+    return CheckpointManager(tmp_path / "run").save(2, {"w": jnp.ones(2)})
+
+
+def resume_with_another_seed(tmp_path):
+    manager = CheckpointManager(tmp_path / "run")
+    fit_mlp(checkpoint=manager)
+    return fit_mlp(epochs=2, seed=1, checkpoint=manager)
+
+
 # checkpoint cases need a temporary directory
 FILE_CASES = {
+    "hostile checkpoint header": (hostile_checkpoint, CheckpointError,
+                                  r"hostile\.safetensors: .*needs 4000000000000000 bytes"),
+    "unloadable leaf": (unloadable_leaf, CheckpointError,
+                        r"checkpoint\.save: \['names'\] has dtype <U1"),
+    "manager float step": (float_step, TypeError,
+                           r"CheckpointManager: step must be a non-negative int, received 1\.5"),
+    "two writers in one directory": (second_writer, CheckpointError,
+                                     "run: another CheckpointManager .* is writing"),
+    "resume with another seed": (resume_with_another_seed, CheckpointError,
+                                 "differs from the one that wrote the checkpoint "
+                                 r"\(seed: 0 in the checkpoint, 1 now\)"),
     "garbage checkpoint": (garbage_checkpoint, CheckpointError,
                            r"garbage\.safetensors: unreadable checkpoint"),
     "checkpoint of another net": (mismatched_checkpoint, CheckpointError,
