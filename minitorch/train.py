@@ -342,6 +342,9 @@ def predict(net: Layer, params: Params, x: Array, *, state: State = None,
             batch_size: int | None = None) -> Array:
     """``net``'s outputs on ``x`` in evaluation mode, in batches of ``batch_size`` if given."""
     _check_net("predict", net)
+    if jnp.ndim(x) == 0 or len(x) == 0:
+        raise ArgumentError(f"predict: x must hold at least one example (axis 0), received "
+                            f"shape {jnp.shape(x)}")
     if batch_size is not None:
         check_int("predict", "batch_size", batch_size, 1)
     forward = _compiled_forward(net)

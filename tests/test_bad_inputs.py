@@ -267,6 +267,9 @@ CASES.update({
                               ValueError, "evaluate: batch_size must be a positive int"),
     "predict batch size -1": (lambda: train.predict(mlp(), mlp().init(KEY), X, batch_size=-1),
                               ValueError, "predict: batch_size must be a positive int"),
+    "predict empty data": (lambda: train.predict(mlp(), mlp().init(KEY), X[:0]), ValueError,
+                           r"predict: x must hold at least one example \(axis 0\), received "
+                           r"shape \(0, 4\)"),
     "predict net not a layer": (lambda: train.predict(jnp.tanh, {}, X), TypeError,
                                 "predict: net must be a minitorch layer"),
     "step reusing donated params": (reused_donated_params, ValueError,
