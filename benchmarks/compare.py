@@ -135,7 +135,7 @@ def step_table(results, impls):
 
 
 def findings(results, first, imports):
-    """The issue's targets, each with the measured figure."""
+    """The speed targets, each with the measured figure."""
     lines = []
 
     for workload, times in results.items():

@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 from benchmarks.common import interleaved, machine, median, ratio_spread
 from minitorch import losses, nn, optim, train
-from minitorch.fit import fit, make_epoch, make_epoch_steps
+from minitorch.epoch import make_epoch, make_epoch_steps
+from minitorch.fit import fit
 
 EPOCHS = 20
 FIT_EPOCHS = 200  # fit's one-off work (init, tracing) spread as a real run spreads it

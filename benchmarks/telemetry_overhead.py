@@ -66,7 +66,7 @@ def activation_means_objective(net):
 
 
 def epoch_runner(telemetry: bool, every: int | None = None):
-    from minitorch.fit import make_epoch
+    from minitorch.epoch import make_epoch
 
     (x, y), _, _ = load()
     net, opt = digits_cnn(), optim.sgd(0.05, momentum=0.9, nesterov=True)

@@ -11,7 +11,8 @@ its own: ``from minitorch import plot``.
 import importlib
 from typing import Any
 
-from minitorch import checkpoint, errors, fit, losses, monitor, nn, optim, train
+from minitorch import checkpoint, errors, losses, monitor, nn, optim, train
+from minitorch.fit import EarlyStopping, fit  # the function: ``from minitorch import fit``
 
 __version__ = "0.1.0"
 
@@ -19,8 +20,8 @@ __version__ = "0.1.0"
 # training core above is what every program needs; these cost import time otherwise.
 _ON_FIRST_USE = ("data", "datasets", "explain", "parallel", "summary")
 
-__all__ = ["__version__", "checkpoint", "data", "datasets", "errors", "explain", "fit", "losses",
-           "monitor", "nn", "optim", "parallel", "summary", "train"]
+__all__ = ["EarlyStopping", "__version__", "checkpoint", "data", "datasets", "errors", "explain",
+           "fit", "losses", "monitor", "nn", "optim", "parallel", "summary", "train"]
 
 
 def __getattr__(name: str) -> Any:

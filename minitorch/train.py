@@ -38,6 +38,9 @@ from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, resolve_stat
 
 Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
 Metrics = dict[str, Array]
+# Where a step's metrics hold its telemetry: metrics["telemetry"] = {"grad_norm/3": ..., ...}.
+# Kept apart by structure, so any metric name (even one with a "/") is an ordinary metric.
+TELEMETRY = "telemetry"
 Loss = Callable[[Array, Array], Array]
 # A custom objective: (params, batch, key) -> loss, or (loss, metrics dict).
 Objective = Callable[[Params, Batch, PRNGKey], Any]
@@ -102,7 +105,7 @@ def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True,
             value_checks(x, y, outputs, value)
         extra = classification_metrics(outputs, y) if accuracy else {}
         if telemetry:
-            extra.update(_flat("act", monitor.activation_stats(net, captured)))
+            extra[TELEMETRY] = _flat("act", monitor.activation_stats(net, captured))
         return value, ({"loss": value, **extra}, state)
 
     return objective
@@ -161,7 +164,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         checkify``); a failed check raises ValueError after the step. For debugging: it
         costs a few reductions per step, and donates nothing, so the arrays passed in stay
         valid when a check fails.
-      telemetry: add, computed inside the step, every layer's gradient norm
+      telemetry: add ``metrics["telemetry"]``, a dict computed inside the step: every
+        layer's gradient norm
         (``grad_norm/i``), every parameter's mean and variance (``param_mean/i.W``,
         ``param_var/i.W``) and update-to-weight ratio (``update_ratio/i.W``), and every
         layer's activation mean, variance and, after a ReLU, dead fraction
@@ -317,7 +321,8 @@ def make_update(net: Layer | None, loss: Loss | Objective,
             grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         if telemetry:
-            metrics = {**metrics, **telemetry_metrics(grads, updates, params)}
+            metrics = {**metrics, TELEMETRY: {**metrics.get(TELEMETRY, {}),
+                                              **telemetry_metrics(grads, updates, params)}}
         return optax.apply_updates(params, updates), state, opt_state, metrics
 
     return update

@@ -1,4 +1,5 @@
 import contextlib
+import importlib
 import io
 
 import chex
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from minitorch import losses, nn, optim, train
-from minitorch.fit import EarlyStopping, fit, make_epoch
+from minitorch.epoch import make_epoch, make_epoch_steps
+from minitorch.fit import EarlyStopping, fit
 
 LOSS = losses.softmax_cross_entropy
 
@@ -124,8 +126,6 @@ def test_mismatched_lengths():
 
 
 def test_steps_epoch_equals_the_scan_epoch():
-    from minitorch.fit import make_epoch_steps
-
     net, opt = mlp(0.2), optim.sgd(0.05, momentum=0.9)
     x, y = data(50)
     update = train.make_update(net, LOSS, opt)
@@ -164,12 +164,10 @@ def test_bad_loop_mode():
 
 
 def test_auto_loop_steps_only_through_grouped_convolutions_on_cpu():
-    from minitorch.fit import _has_slow_conv
-
     plain = nn.Net([nn.Conv2D(2, 4, 3), nn.ReLU(), nn.Flatten()])
-    grouped = nn.Net([nn.Linear(4, 4), nn.Net([nn.Conv2D(2, 4, 3, groups=2)])])
-    assert not _has_slow_conv(plain)
-    assert _has_slow_conv(grouped) == (jax.default_backend() == "cpu")
+    grouped = nn.Net([nn.Linear(4, 4), nn.Residual(nn.Net([nn.Conv2D(2, 4, 3, groups=2)]))])
+    assert plain.scans_well()
+    assert grouped.scans_well() == (jax.default_backend() != "cpu")
 
 
 @pytest.mark.parametrize("probe_every", [None, 3])
@@ -212,16 +210,16 @@ def test_bar_moves_inside_epochs_only_when_they_are_long(monkeypatch, threshold,
     """Host calls from inside the compiled epoch cost ~1 ms each: after the first epoch,
     only epochs at least LIVE_BAR_SECONDS long keep them (a runtime switch, same numbers)."""
     pytest.importorskip("tqdm")
-    import minitorch.fit as fit_module
+    fit_module = importlib.import_module("minitorch.fit")  # the module, not the function
 
     calls = []
-    original = fit_module._bar_advance
+    original = fit_module.Progress.on_step
 
-    def counting(bar, start, ticks):
-        advance = original(bar, start, ticks)
-        return lambda done: (calls.append(int(done)), advance(done))
+    def counting(self, done):
+        calls.append(int(done))
+        original(self, done)
 
-    monkeypatch.setattr(fit_module, "_bar_advance", counting)
+    monkeypatch.setattr(fit_module.Progress, "on_step", counting)
     monkeypatch.setattr(fit_module, "LIVE_BAR_SECONDS", threshold)
     x, y = data(640)  # 40 steps per epoch: the bar moves every 4 steps inside an epoch
     with contextlib.redirect_stderr(io.StringIO()) as err:
@@ -236,8 +234,78 @@ def test_bar_moves_inside_epochs_only_when_they_are_long(monkeypatch, threshold,
 
 
 def test_epoch_seconds_from_progress_ticks():
-    from minitorch.fit import _epoch_seconds
+    from minitorch.fit import Progress
 
-    assert _epoch_seconds([(10.0, 4), (10.3, 8), (11.2, 20)], 40, 5.0) == pytest.approx(3.0)
-    assert _epoch_seconds([(10.0, 4)], 40, 5.0) == 5.0  # one tick: the measured time
-    assert _epoch_seconds([], 40, 0.2) == 0.2
+    progress = Progress(False, 0, 40)
+    progress._ticks[:] = [(10.0, 4), (10.3, 8), (11.2, 20)]
+    assert progress._epoch_seconds(5.0) == pytest.approx(3.0)
+    progress._ticks[:] = [(10.0, 4)]
+    assert progress._epoch_seconds(5.0) == 5.0  # one tick: the measured time
+    progress._ticks[:] = []
+    assert progress._epoch_seconds(0.2) == 0.2
+
+
+def test_from_minitorch_import_fit_gives_the_function():
+    from minitorch import EarlyStopping as TopLevelStopping
+    from minitorch import fit as top_level_fit
+
+    assert top_level_fit is fit and TopLevelStopping is EarlyStopping
+    _, _, history = top_level_fit(mlp(), LOSS, optim.sgd(0.1), data(32), epochs=1,
+                                  batch_size=16, progress=False)
+    assert history["epoch"] == [0]
+
+
+def custom_objective(net):
+    def objective(params, batch, key):
+        x, y = batch
+        out = net.apply(params, x, key=key, train=True)
+        value = LOSS(out, y)
+        # metrics of any name, "/" included: a per-batch mean and a batch-size indicator
+        return value, {"y/mean": jnp.mean(y.astype(jnp.float32)),
+                       "rows": jnp.float32(x.shape[0])}
+
+    return objective
+
+
+@pytest.mark.parametrize("probe_every", [None, 2])
+@pytest.mark.parametrize("n, batch", [(50, 16), (48, 16)])
+def test_scan_and_steps_report_the_same_custom_metrics(n, batch, probe_every):
+    """One plan: a custom metric named "y/mean" over 50 examples in batches of 16
+    (unshuffled) is the example-weighted mean in both runners, partial batch and probes
+    included."""
+    net, opt = mlp(0.2), optim.sgd(0.05, momentum=0.9)
+    x, y = data(n)
+    y = y.astype(np.int32)
+    update = train.make_update(None, custom_objective(net), opt)
+    probe = (train.make_update(None, custom_objective(net), opt, telemetry=True)
+             if probe_every else None)
+    params = net.init(jax.random.key(0))
+    runs = {}
+    for name, make in (("scan", make_epoch), ("steps", make_epoch_steps)):
+        epoch = make(update, n, batch, shuffle=False, probe=probe, probe_every=probe_every)
+        runs[name] = epoch(jax.tree.map(jnp.copy, params), None, opt.init(params), (x, y),
+                           jax.random.key(3), 0)
+    scan, steps = runs["scan"][3], runs["steps"][3]
+    np.testing.assert_allclose(scan["y/mean"], np.mean(y), rtol=1e-6)
+    np.testing.assert_allclose(steps["y/mean"], np.mean(y), rtol=1e-6)
+    sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+    expected_rows = sum(s * s for s in sizes) / n   # the example-weighted mean of batch sizes
+    np.testing.assert_allclose([scan["rows"], steps["rows"]], expected_rows, rtol=1e-6)
+    np.testing.assert_allclose(scan["loss"], steps["loss"], rtol=1e-5)
+    if probe_every:
+        assert set(scan["telemetry"]) == set(steps["telemetry"])
+        for key in scan["telemetry"]:
+            np.testing.assert_allclose(scan["telemetry"][key], steps["telemetry"][key],
+                                       rtol=1e-4, atol=1e-6)
+    else:
+        assert "telemetry" not in scan and "telemetry" not in steps
+
+
+def test_the_plan_probes_the_last_step_of_each_whole_interval():
+    from minitorch.epoch import EpochPlan
+
+    plan = EpochPlan(166, 16, probe_every=3)          # 10 full steps and one of 6
+    assert plan.sizes == (16,) * 10 + (6,)
+    assert [i for i in range(plan.steps) if plan.probes(i)] == [2, 5, 8]
+    assert [i for i in range(11) if EpochPlan(166, 16).probes(i)] == [9]
+    assert EpochPlan(166, 16, drop_last=True).sizes == (16,) * 10

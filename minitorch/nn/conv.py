@@ -127,6 +127,12 @@ class Conv2D(_Conv):
 
     spatial: ClassVar[int] = 2
 
+    def scans_well(self) -> bool:
+        # XLA:CPU's own convolution kernels (used for grouped convolutions; an ungrouped
+        # one is an im2col matmul there) run ~3x slower inside a while loop than as
+        # top-level kernels (benchmarks/RESULTS.md, "fit overhead").
+        return self.groups == 1 or jax.default_backend() != "cpu"
+
 
 @dataclasses.dataclass(frozen=True, init=False)
 class Conv1D(_Conv):
@@ -254,9 +260,10 @@ def conv_as_matmul(x: Array, w: Array, stride: tuple[int, int],
                    pads: tuple[tuple[int, int], ...], dilation: tuple[int, int]) -> Array:
     """Convolution as one matrix product over the input's patches (im2col), channels last.
 
-    On XLA:CPU this forward and its two backward products run 1.3-1.4x faster than
-    ``lax.conv_general_dilated`` on the shapes of ``benchmarks/conv_formulations.py``: a
-    matmul uses both cores at the machine's rate, the convolution kernels do not.
+    On XLA:CPU this forward and its two backward products take 0.21x (1 -> 32 channels,
+    28x28) and 0.69x (32 -> 64, 13x13) the time of ``lax.conv_general_dilated`` on the
+    benchmark CNN's layers (``benchmarks/conv_formulations.py``): XLA:CPU's matmul
+    kernels use every core; its convolution kernels do not.
 
     Args:
       x: ``(N, H, W, C)`` input, channels last.

@@ -88,6 +88,13 @@ class Layer:
         """The sub-layers, each with its name in the params tree (None: the same tree)."""
         return ()
 
+    def scans_well(self) -> bool:
+        """Whether this layer runs about as fast inside a ``lax.scan`` (a compiled loop of
+        steps) as step by step; ``fit(loop="auto")`` steps through nets where one does
+        not. A container scans well when all its sub-layers do; a leaf whose kernels
+        slow down inside loops overrides this."""
+        return all(layer.scans_well() for _, layer in self.children())
+
     def labels(self) -> list[tuple[int | str | None, Layer]]:
         """``(label, layer)`` per sub-layer as errors name it: an index for a numbered
         sub-layer (``layer 2``), the name for a named one (``attn``), None for a wrapper's

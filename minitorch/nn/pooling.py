@@ -67,10 +67,11 @@ class _Pool(Layer):
     def _pool2d(self, x: Array, kernel: tuple[int, ...], stride: tuple[int, ...],
                 pads: tuple[tuple[int, int], ...]) -> Array:
         if stride == kernel and not any(map(any, pads)):
-            # Non-overlapping windows: a reshape and a reduction over channels-last tiles,
-            # which XLA:CPU runs and differentiates 3-7x faster than a reduce_window or the
-            # same reduction over NCHW tiles (benchmarks/conv_formulations.py); the
-            # transposes cancel against a neighbouring Conv2D's.
+            # Non-overlapping windows: a reshape and a reduction over channels-last tiles.
+            # XLA:CPU runs it, forward and backward, in 0.27x the time of a reduce_window
+            # and 0.23x that of the same reduction over NCHW tiles on the benchmark CNN's
+            # first pooling (benchmarks/conv_formulations.py); the transposes cancel
+            # against a neighbouring Conv2D's.
             (kh, kw), (n, c, h, w) = kernel, x.shape
             cropped = x[:, :, : h // kh * kh, : w // kw * kw].transpose(0, 2, 3, 1)
             tiles = reshape_examples(cropped, (n, h // kh, kh, w // kw, kw, c))
