@@ -214,3 +214,22 @@ class ConvTranspose2DTest(chex.TestCase):
         with pytest.raises(ShapeError, match=r"^layer 1 \(ConvTranspose2D\): expected input of "
                                              r"shape \(N, 2, H, W\), received \(1, 3, 4, 4\)$"):
             net.apply(net.init(jax.random.key(0)), jnp.ones((1, 3, 4, 4)))
+
+
+@pytest.mark.parametrize("platforms, convolution, matmul", [
+    (("cpu",), False, True), (("cuda",), True, False), (("cpu", "cuda"), True, True)])
+def test_the_formulation_follows_the_platform_lowered_for(platforms, convolution, matmul):
+    """Exported on this CPU for CUDA, Conv2D carries XLA's convolution, not im2col."""
+    from jax import export
+
+    net = nn.Net([nn.Conv2D(1, 4, 3), nn.ReLU()])
+    params = net.init(jax.random.key(0))
+    exported = export.export(jax.jit(net.apply), platforms=platforms)(
+        params, jax.ShapeDtypeStruct((2, 1, 8, 8), jnp.float32))
+    text = exported.mlir_module()
+    assert ("stablehlo.convolution" in text) == convolution
+    assert ("stablehlo.dot_general" in text) == matmul
+    if "cpu" in platforms:
+        x = jax.random.normal(jax.random.key(1), (2, 1, 8, 8))
+        np.testing.assert_allclose(exported.call(params, x), net.apply(params, x),
+                                   rtol=1e-6, atol=1e-6)

@@ -154,17 +154,27 @@ def convolve(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
     """Cross-correlation of ``x (N, C, *spatial)`` with ``w (O, C // groups, *kernel)``, plus
     an optional bias ``(O,)``, as PyTorch's ``conv1d`` / ``conv2d``.
 
-    An ungrouped 2-D convolution on the CPU runs as one matmul over channels-last patches
-    (:func:`conv_as_matmul`), which XLA:CPU runs faster than its convolution; everything
-    else (1-D, where XLA's convolution measured faster, groups, other backends) runs
-    ``lax.conv_general_dilated``.
+    An ungrouped 2-D convolution lowered for the CPU runs as one matmul over channels-last
+    patches (:func:`conv_as_matmul`), which XLA:CPU runs faster than its convolution;
+    everything else (1-D, where XLA's convolution measured faster, groups, other
+    platforms) runs ``lax.conv_general_dilated``. The choice is made per platform at
+    lowering (``lax.platform_dependent``), so an export for several platforms carries each
+    its own formulation.
     """
-    if x.ndim == 4 and groups == 1 and jax.default_backend() == "cpu":
-        y = conv_as_matmul(x.transpose(0, 2, 3, 1), w, stride, pads, dilation)
-        y = y + b if b is not None else y
-        return y.transpose(0, 3, 1, 2)
-    y = lax.conv_general_dilated(x, w, window_strides=stride, padding=pads,
-                                 rhs_dilation=dilation, feature_group_count=groups)
+    def xla(x, w):
+        return lax.conv_general_dilated(x, w, window_strides=stride, padding=pads,
+                                        rhs_dilation=dilation, feature_group_count=groups)
+
+    def im2col(x, w):
+        return conv_as_matmul(x.transpose(0, 2, 3, 1), w, stride, pads, dilation
+                              ).transpose(0, 3, 1, 2)
+
+    if x.ndim == 4 and groups == 1:
+        # Chosen by the platform the computation is lowered for, not the one tracing it:
+        # a function exported on a CPU for CUDA (jax.export) runs XLA's convolution there.
+        y = lax.platform_dependent(x, w, cpu=im2col, default=xla)
+    else:
+        y = xla(x, w)
     return y + b.reshape(-1, *(1,) * (x.ndim - 2)) if b is not None else y
 
 
