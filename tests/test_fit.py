@@ -149,13 +149,15 @@ def conv_fit(epochs, **kwargs):
                    batch_size=16, seed=1, **kwargs)
 
 
-def test_conv_nets_default_to_steps_and_resume_exactly():
-    full = conv_fit(4)
-    params, opt_state, history = conv_fit(2)
-    resumed = conv_fit(4, params=params, opt_state=opt_state, start_epoch=2, history=history)
+def test_conv_nets_scan_and_step_alike_and_resume_exactly():
+    full = conv_fit(4, loop="steps")
+    params, opt_state, history = conv_fit(2, loop="steps")
+    resumed = conv_fit(4, params=params, opt_state=opt_state, start_epoch=2, history=history,
+                       loop="steps")
     chex.assert_trees_all_equal(resumed[0], full[0])
-    scanned = conv_fit(4, loop="scan")
+    scanned = conv_fit(4, loop="scan")      # the other runner, the same plan
     chex.assert_trees_all_close(scanned[0], full[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scanned[2]["loss"], full[2]["loss"], rtol=1e-4)
 
 
 def test_bad_loop_mode():
