@@ -50,7 +50,7 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
         drop_last: bool = False, checkpoint: CheckpointManager | None = None,
         telemetry: bool = False, telemetry_every: int | None = None,
-        loop: str = "auto", strict_resume: bool = True) -> tuple:
+        loop: str = "auto", strict_resume: bool = True, frozen: Sequence[str] = ()) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -85,6 +85,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         the run (seed, batch size, number of examples, shuffle, drop_last and the net's
         description); resuming with any of them changed raises a CheckpointError naming it.
       strict_resume: False resumes even when the run's definition changed.
+      frozen: paths of sub-layers or params that stay bit-unchanged and get no weight
+        gradients, as :func:`minitorch.train.make_step`'s.
       telemetry: record :mod:`minitorch.monitor`'s statistics into the history (under
         their own names, ``grad_norm/3``, ...; not in the callbacks' logs or the bar),
         computed inside the compiled epoch by a telemetry step that replaces the plain
@@ -106,7 +108,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         raise ArgumentError(f"fit: loop must be 'auto', 'scan' or 'steps', received {loop!r}")
     plan = EpochPlan(len(x), batch_size, shuffle, drop_last, telemetry_every)
     run = {"seed": int(seed), "batch_size": int(batch_size), "num_examples": len(x),
-           "shuffle": bool(shuffle), "drop_last": bool(drop_last), "net": _describe(net)}
+           "shuffle": bool(shuffle), "drop_last": bool(drop_last), "net": _describe(net),
+           "frozen": list(frozen)}
     start = _start(net, optimizer, seed, (params, state, opt_state), start_epoch, history)
     if checkpoint is not None:
         resumed = _resume(checkpoint, start.trees, run, callbacks, strict_resume)
@@ -114,7 +117,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     if not start.stopped:
         bar = Progress(progress, (epochs - start.epoch) * plan.steps, plan.steps)
         try:
-            epoch_fn = _epoch_runner(net, loss, optimizer, plan, loop, telemetry, bar)
+            epoch_fn = _epoch_runner(net, loss, optimizer, plan, loop, telemetry, bar,
+                                     tuple(frozen))
             start = _train(epoch_fn, start, range(start.epoch, epochs), (x, y), seed,
                            _Checks(net, loss, val_data, callbacks, checkpoint, run), bar)
         finally:
@@ -161,11 +165,13 @@ def _start(net: Layer, optimizer: optax.GradientTransformation, seed: int, given
 
 
 def _epoch_runner(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
-                  plan: EpochPlan, loop: str, telemetry: bool, bar: Progress) -> Callable:
+                  plan: EpochPlan, loop: str, telemetry: bool, bar: Progress,
+                  frozen: tuple[str, ...]) -> Callable:
     """``run(params, state, opt_state, data, key, index) -> (..., metrics)`` for one epoch,
     as a scan or as steps, reporting to ``bar``."""
-    update = train.make_update(net, loss, optimizer)
-    probe = train.make_update(net, loss, optimizer, telemetry=True) if telemetry else None
+    update = train.make_update(net, loss, optimizer, frozen=frozen)
+    probe = (train.make_update(net, loss, optimizer, telemetry=True, frozen=frozen)
+             if telemetry else None)
     if loop == "steps" or (loop == "auto" and not net.scans_well()):
         return make_epoch_steps(update, plan.num_examples, plan.batch_size,
                                 shuffle=plan.shuffle, drop_last=plan.drop_last, probe=probe,

@@ -24,7 +24,7 @@ optax update, and the README shows how to write one by hand.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax.experimental import checkify
 
-from minitorch import monitor
+from minitorch import freeze, monitor
 from minitorch.errors import ArgumentError, check_int
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, resolve_state
 
@@ -143,7 +143,8 @@ def _custom_objective(objective: Objective) -> Callable:
 def make_step(net: Layer | None, loss: Loss | Objective,
               optimizer: optax.GradientTransformation, *, axis_name: Any = None,
               jit: bool = True, donate: bool = True, accuracy: bool = True,
-              checked: bool = False, telemetry: bool = False) -> Callable:
+              checked: bool = False, telemetry: bool = False,
+              frozen: Sequence[str] = ()) -> Callable:
     """Build a training step.
 
     Args:
@@ -176,6 +177,10 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         program, so they cost nothing extra. (On the digits CNN, the statistics cost about
         20% of a step: reading every activation once is already ~7%; every 10th step they
         cost ~2%. benchmarks/RESULTS.md has the figures.)
+      frozen: paths of sub-layers or params to freeze (``["0", "2.attn"]``): they stay
+        bit-unchanged (zero updates, whatever the optimiser adds) and XLA computes no
+        weight gradients for them. The optimiser state is ``optimizer.init(params)`` as
+        usual. See :mod:`minitorch.freeze`.
 
     Returns:
       ``step(params, opt_state, batch, key) -> (params, opt_state, metrics)``, or for a net
@@ -187,7 +192,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
     if checked and (axis_name is not None or not jit):
         raise ValueError("make_step: checked=True works with jit=True and no axis_name")
     build = functools.partial(_build_step, net, loss, optimizer, axis_name=axis_name,
-                              jit=jit, donate=donate, accuracy=accuracy, checked=checked)
+                              jit=jit, donate=donate, accuracy=accuracy, checked=checked,
+                              frozen=tuple(frozen))
     if not telemetry:
         return build(telemetry=False)
     steps = {False: build(telemetry=False), True: build(telemetry=True)}
@@ -201,10 +207,11 @@ def make_step(net: Layer | None, loss: Loss | Objective,
 
 def _build_step(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any, jit: bool,
-                donate: bool, accuracy: bool, checked: bool, telemetry: bool) -> Callable:
+                donate: bool, accuracy: bool, checked: bool, telemetry: bool,
+                frozen: tuple[str, ...]) -> Callable:
     """One compiled step of :func:`make_step` (its arguments, already checked)."""
     update = make_update(net, loss, optimizer, axis_name=axis_name, accuracy=accuracy,
-                         checked=checked, telemetry=telemetry)
+                         checked=checked, telemetry=telemetry, frozen=frozen)
     stateful = net is not None and net.stateful
     if stateful:
         step = update
@@ -301,10 +308,11 @@ def _donated_message(names: tuple[str, ...], trees: Any, where: str) -> str:
 def make_update(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any = None,
                 accuracy: bool = True, checked: bool = False,
-                telemetry: bool = False) -> Callable:
+                telemetry: bool = False, frozen: Sequence[str] = ()) -> Callable:
     """The uncompiled step with the uniform signature every loop here builds on:
     ``update(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``
-    (``state`` is None for a net without stateful layers)."""
+    (``state`` is None for a net without stateful layers). ``frozen``: paths of sub-layers
+    (or params) that stay unchanged and get no weight gradients (:mod:`minitorch.freeze`)."""
     if net is None:
         objective = _custom_objective(loss)
     else:
@@ -313,6 +321,12 @@ def make_update(net: Layer | None, loss: Loss | Objective,
                                 f"{type(net).__name__}")
         objective = supervised_objective(net, loss, accuracy=accuracy, checked=checked,
                                          telemetry=telemetry)
+    if frozen:
+        optimizer = freeze.optimizer(optimizer, frozen)
+        trainable = objective
+
+        def objective(params, state, batch, key):
+            return trainable(freeze.stop_gradients(params, frozen), state, batch, key)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def update(params, state, opt_state, batch, key):

@@ -1,0 +1,97 @@
+"""Freezing by path: frozen params stay bit-unchanged under any optimiser, the others train,
+and the compiled step does no weight-gradient work for frozen layers."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from minitorch import freeze, losses, nn, optim, train
+from minitorch.errors import ArgumentError
+from minitorch.fit import fit
+
+LOSS = losses.softmax_cross_entropy
+
+
+def block_net():
+    return nn.Net([nn.Linear(4, 8), nn.ReLU(),
+                   nn.Residual(nn.Net([nn.LayerNorm(8), nn.Linear(8, 8)])), nn.Linear(8, 3)])
+
+
+def batch(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    return jnp.asarray(x), jnp.asarray((x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 1))
+
+
+@pytest.mark.parametrize("opt", [optim.sgd(0.1, momentum=0.9, weight_decay=1e-2),
+                                 optax.adamw(1e-2, weight_decay=0.1)],
+                         ids=["sgd+momentum+wd", "adamw"])
+@pytest.mark.parametrize("frozen", [["0"], ["2.1"], ["0", "3.b"]])
+def test_frozen_params_stay_bit_unchanged_and_the_rest_train(opt, frozen):
+    net = block_net()
+    params = net.init(jax.random.key(0))
+    before = jax.tree.map(np.asarray, params)
+    step = train.make_step(net, LOSS, opt, frozen=frozen, donate=False)
+    opt_state = opt.init(params)               # the plain optimiser's state fits
+    for i in range(5):
+        params, opt_state, _ = step(params, opt_state, batch(seed=i), None)
+    is_frozen = freeze.mask(params, frozen)
+    for f, a, b in zip(jax.tree.leaves(is_frozen), jax.tree.leaves(before),
+                       jax.tree.leaves(params)):
+        if f:
+            assert np.asarray(b).tobytes() == a.tobytes()      # bit-unchanged
+        else:
+            assert not np.array_equal(a, b)
+
+
+def test_optax_masked_is_not_freezing_but_this_is():
+    """What a new user reached for: optax.masked passes masked gradients through."""
+    net = block_net()
+    params = net.init(jax.random.key(0))
+    x, y = batch()
+    grads = jax.grad(lambda p: LOSS(net.apply(p, x), y))(params)
+    labels = jax.tree.map(lambda f: not f, freeze.mask(params, ["0"]))
+    masked = optax.masked(optax.sgd(0.1), labels)
+    updates, _ = masked.update(grads, masked.init(params), params)
+    assert np.any(np.asarray(updates[0]["W"]) != 0)           # the "frozen" layer moves
+    frozen = freeze.optimizer(optax.sgd(0.1), ["0"])
+    updates, _ = frozen.update(grads, frozen.init(params), params)
+    assert not np.any(np.asarray(updates[0]["W"]))
+
+
+def test_frozen_layers_cost_no_weight_gradient_products():
+    net = nn.Net([nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)])
+    params = net.init(jax.random.key(0))
+    x, y = jax.random.normal(jax.random.key(1), (16, 64)), jnp.zeros(16, jnp.int32)
+    opt = optim.sgd(0.1)
+
+    def dots(frozen):
+        update = train.make_update(net, LOSS, opt, frozen=frozen)
+        hlo = jax.jit(update).lower(params, None, opt.init(params), (x, y), None).compile()
+        return hlo.as_text().count(" dot(")
+
+    # 3 forward products; backward: 3 weight gradients and 2 input gradients
+    assert dots([]) == 8
+    assert dots(["4"]) == 7          # the last layer's weight gradient is gone
+    # only layer 4's weight gradient: with 0 and 2 frozen nothing needs an input gradient
+    assert dots(["0", "2"]) == 4
+
+
+def test_fit_freezes_by_path_and_a_bad_path_is_named():
+    net = block_net()
+    params = net.init(jax.random.key(0))
+    x, y = batch(64)
+    trained, _, _ = fit(net, LOSS, optim.sgd(0.1, momentum=0.9), (x, y), epochs=2,
+                        batch_size=16, progress=False, params=jax.tree.map(jnp.copy, params),
+                        frozen=["2"])
+    chex.assert_trees_all_equal(trained[2], params[2])
+    assert not np.array_equal(trained[0]["W"], params[0]["W"])
+    with pytest.raises(ArgumentError, match=r"freeze: no params under path '5'; the params' "
+                                            r"paths start with \['0', '2', '3'\]"):
+        train.make_step(net, LOSS, optim.sgd(0.1), frozen=["5"])(
+            params, optim.sgd(0.1).init(params), (x, y), None)
+    with pytest.raises(ArgumentError, match="write \\['0'\\]"):
+        freeze.mask(params, "0")
