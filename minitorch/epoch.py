@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import ArgumentError
+from minitorch.metrics import COUNTS
 from minitorch.nn.core import Array
 from minitorch.train import TELEMETRY
 
@@ -95,12 +96,17 @@ class EpochPlan:
                  else jnp.arange(self.num_examples))
         return order, jax.random.split(step_key, self.full + 1)
 
-    def means(self, metrics: dict[str, Array], telemetry: dict[str, Array]) -> dict[str, Any]:
+    def means(self, metrics: dict[str, Any], telemetry: dict[str, Array]) -> dict[str, Any]:
         """The epoch's metrics from every step's: ``metrics`` maps names to ``(steps,)``
-        arrays in step order, averaged weighted by each step's examples; ``telemetry`` maps
-        names to ``(probes,)`` arrays, averaged over the probing steps."""
+        arrays in step order, averaged weighted by each step's examples, except the counts
+        of counted metrics (under ``"counts"``, ``(steps, ...)``), which are summed;
+        ``telemetry`` maps names to ``(probes,)`` arrays, averaged over the probing steps."""
+        metrics = dict(metrics)
+        counts = metrics.pop(COUNTS, None)
         sizes = jnp.asarray(self.sizes, jnp.float32)
         out: dict[str, Any] = {k: jnp.sum(v * sizes) / sizes.sum() for k, v in metrics.items()}
+        if counts is not None:
+            out[COUNTS] = jax.tree.map(lambda c: jnp.sum(c, axis=0), counts)
         if telemetry:
             out[TELEMETRY] = {k: jnp.mean(v) for k, v in telemetry.items()}
         return out
@@ -169,7 +175,8 @@ def make_epoch(update: Update, num_examples: int, batch_size: int, *, shuffle: b
         intervals, rest_xs = _in_intervals(xs, step_every)
         carry, head = jax.lax.scan(chunk, carry, intervals)
         carry, tail = steps(update, carry, rest_xs, data)
-        return carry, jax.tree.map(lambda h, t: jnp.concatenate([h.ravel(), t]), head, tail)
+        return carry, jax.tree.map(lambda h, t: jnp.concatenate([_steps_first(h), t]),
+                                   head, tail)
 
     def probed(carry, xs, data, report):
         """Intervals of ``interval - 1`` plain steps and one probe step, then the steps
@@ -186,9 +193,10 @@ def make_epoch(update: Update, num_examples: int, batch_size: int, *, shuffle: b
         carry, (before, last) = jax.lax.scan(interval, carry, intervals)
         last, telemetry = _split_telemetry(last)
         carry, tail = steps(update, carry, rest_xs, data, report)
-        in_order = {k: jnp.concatenate([jnp.concatenate([before[k], last[k]], axis=1).ravel(),
-                                        tail[k]]) for k in tail}
-        return carry, in_order, jax.tree.map(jnp.ravel, telemetry)
+        in_order = jax.tree.map(
+            lambda b, p, t: jnp.concatenate([_steps_first(jnp.concatenate([b, p], axis=1)), t]),
+            before, last, tail)
+        return carry, in_order, jax.tree.map(_steps_first, telemetry)
 
     def epoch(params, state, opt_state, data, key, index, report=True):
         order, keys = plan.draw(key, index)
@@ -203,10 +211,15 @@ def make_epoch(update: Update, num_examples: int, batch_size: int, *, shuffle: b
         if plan.rest:
             batch = jax.tree.map(lambda a: a[order[plan.full * batch_size:]], data)
             *carry, last = update(*carry, batch, keys[-1])
-            metrics = {k: jnp.append(v, last[k]) for k, v in metrics.items()}
+            metrics = jax.tree.map(lambda v, m: jnp.concatenate([v, m[None]]), metrics, last)
         return (*carry, plan.means(metrics, telemetry))
 
     return jax.jit(epoch, donate_argnums=(0, 1, 2)) if jit else epoch
+
+
+def _steps_first(a: Array) -> Array:
+    """``(intervals, per_interval, ...)`` per-step values as ``(steps, ...)``."""
+    return a.reshape(-1, *a.shape[2:])
 
 
 def _in_intervals(xs: list[Array] | tuple[Array, ...], size: int
@@ -218,9 +231,9 @@ def _in_intervals(xs: list[Array] | tuple[Array, ...], size: int
             [a[head:] for a in xs])
 
 
-def _stacked(rows: list[dict[str, Array]]) -> dict[str, Array]:
-    """Per-step dicts of scalars as one dict of ``(steps,)`` arrays."""
-    return {k: jnp.stack([row[k] for row in rows]) for k in (rows[0] if rows else {})}
+def _stacked(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-step metrics (pytrees alike) as one pytree of ``(steps, ...)`` arrays."""
+    return jax.tree.map(lambda *values: jnp.stack(values), *rows) if rows else {}
 
 
 def make_epoch_steps(update: Update, num_examples: int, batch_size: int, *,

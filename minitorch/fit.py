@@ -21,7 +21,7 @@ import dataclasses
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -29,11 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from minitorch import metrics as metric_fns
 from minitorch import train
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.data import ArrayDataset, DataLoader
 from minitorch.epoch import EpochPlan, make_epoch, make_epoch_steps
 from minitorch.errors import ArgumentError, check_int
+from minitorch.metrics import MetricLike
 from minitorch.nn.core import Layer, Params, State, check_fits_32_bits, is_int
 
 History = dict[str, list[float]]
@@ -50,7 +52,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
         drop_last: bool = False, checkpoint: CheckpointManager | None = None,
         telemetry: bool = False, telemetry_every: int | None = None,
-        loop: str = "auto", strict_resume: bool = True, frozen: Sequence[str] = ()) -> tuple:
+        loop: str = "auto", strict_resume: bool = True, frozen: Sequence[str] = (),
+        metrics: Mapping[str, MetricLike] | None = None) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -87,6 +90,11 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
       strict_resume: False resumes even when the run's definition changed.
       frozen: paths of sub-layers or params that stay bit-unchanged and get no weight
         gradients, as :func:`minitorch.train.make_step`'s.
+      metrics: user metrics by name (:mod:`minitorch.metrics`), computed on every training
+        batch inside the compiled epoch and on the validation data: functions ``(outputs,
+        targets) -> scalar`` averaged weighted by examples, ``Metric`` objects (``F1``)
+        finished from counts summed over the epoch. They appear in the logs, the bar and
+        the history (``f1``, ``val_f1``).
       telemetry: record :mod:`minitorch.monitor`'s statistics into the history (under
         their own names, ``grad_norm/3``, ...; not in the callbacks' logs or the bar),
         computed inside the compiled epoch by a telemetry step that replaces the plain
@@ -102,6 +110,7 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
       one value per epoch run, plus ``"epoch"`` and ``"time"`` (seconds per epoch).
     """
     x, y = _examples(train_data, "train_data")
+    user_metrics = metric_fns.check(metrics, "fit")
     val_data = None if val_data is None else _examples(val_data, "val_data")
     _check_fit_arguments(net, epochs, batch_size, seed, len(x), telemetry_every)
     if loop not in ("auto", "scan", "steps"):
@@ -118,9 +127,10 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         bar = Progress(progress, (epochs - start.epoch) * plan.steps, plan.steps)
         try:
             epoch_fn = _epoch_runner(net, loss, optimizer, plan, loop, telemetry, bar,
-                                     tuple(frozen))
+                                     tuple(frozen), user_metrics)
+            checks = _Checks(net, loss, val_data, callbacks, checkpoint, run, user_metrics)
             start = _train(epoch_fn, start, range(start.epoch, epochs), (x, y), seed,
-                           _Checks(net, loss, val_data, callbacks, checkpoint, run), bar)
+                           checks, bar)
         finally:
             bar.close()
     params, state, opt_state = start.trees
@@ -148,6 +158,7 @@ class _Checks:
     callbacks: Sequence[Callback]
     checkpoint: CheckpointManager | None
     run: dict
+    metrics: dict
 
 
 def _start(net: Layer, optimizer: optax.GradientTransformation, seed: int, given: tuple,
@@ -166,12 +177,12 @@ def _start(net: Layer, optimizer: optax.GradientTransformation, seed: int, given
 
 def _epoch_runner(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
                   plan: EpochPlan, loop: str, telemetry: bool, bar: Progress,
-                  frozen: tuple[str, ...]) -> Callable:
+                  frozen: tuple[str, ...], metrics: dict) -> Callable:
     """``run(params, state, opt_state, data, key, index) -> (..., metrics)`` for one epoch,
     as a scan or as steps, reporting to ``bar``."""
-    update = train.make_update(net, loss, optimizer, frozen=frozen)
-    probe = (train.make_update(net, loss, optimizer, telemetry=True, frozen=frozen)
-             if telemetry else None)
+    update = train.make_update(net, loss, optimizer, frozen=frozen, metrics=metrics)
+    probe = (train.make_update(net, loss, optimizer, telemetry=True, frozen=frozen,
+                               metrics=metrics) if telemetry else None)
     if loop == "steps" or (loop == "auto" and not net.scans_well()):
         return make_epoch_steps(update, plan.num_examples, plan.batch_size,
                                 shuffle=plan.shuffle, drop_last=plan.drop_last, probe=probe,
@@ -199,10 +210,12 @@ def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,
         *trees, metrics = epoch_fn(*run.trees, data, epoch_root, epoch)
         metrics = jax.device_get(metrics)
         telemetry = metrics.pop(train.TELEMETRY, {})
+        counts = metrics.pop(metric_fns.COUNTS, {})
         logs = {name: float(value) for name, value in metrics.items()}
+        logs.update(metric_fns.finish(checks.metrics, counts))
         if checks.val_data is not None:
             val = train.evaluate(checks.net, checks.loss, trees[0], checks.val_data,
-                                 state=trees[1])
+                                 state=trees[1], metrics=checks.metrics)
             logs.update({f"val_{name}": value for name, value in val.items()})
         logs["time"] = time.perf_counter() - started
         _record(run.history, epoch, {**logs, **{k: float(v) for k, v in telemetry.items()}})

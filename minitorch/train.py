@@ -24,7 +24,7 @@ optax update, and the README shows how to write one by hand.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -33,7 +33,9 @@ import optax
 from jax.experimental import checkify
 
 from minitorch import freeze, monitor
+from minitorch import metrics as metric_fns
 from minitorch.errors import ArgumentError, check_int
+from minitorch.metrics import MetricLike
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, resolve_state
 
 Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
@@ -92,8 +94,11 @@ def value_checks(x: Array, y: Array, outputs: Array, value: Array) -> None:
 
 
 def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True,
-                         checked: bool = False, telemetry: bool = False) -> Callable:
-    """``(params, state, (x, y), key) -> (loss, (metrics, state))`` for ``loss(net(x), y)``."""
+                         checked: bool = False, telemetry: bool = False,
+                         metrics: Mapping[str, MetricLike] | None = None) -> Callable:
+    """``(params, state, (x, y), key) -> (loss, (metrics, state))`` for ``loss(net(x), y)``;
+    ``metrics`` are user metrics of the outputs and targets (:mod:`minitorch.metrics`)."""
+    user_metrics = metric_fns.check(metrics, "make_step")
     def objective(params, state, batch, key):
         x, y = _unpack(batch)
         captured: dict[str, Any] = {}  # with telemetry, every sub-layer's output, by path
@@ -104,6 +109,7 @@ def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True,
         if checked:
             value_checks(x, y, outputs, value)
         extra = classification_metrics(outputs, y) if accuracy else {}
+        extra.update(metric_fns.compute(user_metrics, outputs, y))
         if telemetry:
             extra[TELEMETRY] = _flat("act", monitor.activation_stats(net, captured))
         return value, ({"loss": value, **extra}, state)
@@ -144,7 +150,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
               optimizer: optax.GradientTransformation, *, axis_name: Any = None,
               jit: bool = True, donate: bool = True, accuracy: bool = True,
               checked: bool = False, telemetry: bool = False,
-              frozen: Sequence[str] = ()) -> Callable:
+              frozen: Sequence[str] = (),
+              metrics: Mapping[str, MetricLike] | None = None) -> Callable:
     """Build a training step.
 
     Args:
@@ -181,6 +188,9 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         bit-unchanged (zero updates, whatever the optimiser adds) and XLA computes no
         weight gradients for them. The optimiser state is ``optimizer.init(params)`` as
         usual. See :mod:`minitorch.freeze`.
+      metrics: user metrics by name (:mod:`minitorch.metrics`): functions ``(outputs,
+        targets) -> scalar`` (batch means) or ``Metric`` objects, whose per-batch counts
+        go under ``metrics["counts"]``.
 
     Returns:
       ``step(params, opt_state, batch, key) -> (params, opt_state, metrics)``, or for a net
@@ -193,7 +203,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         raise ValueError("make_step: checked=True works with jit=True and no axis_name")
     build = functools.partial(_build_step, net, loss, optimizer, axis_name=axis_name,
                               jit=jit, donate=donate, accuracy=accuracy, checked=checked,
-                              frozen=tuple(frozen))
+                              frozen=tuple(frozen), metrics=metrics)
     if not telemetry:
         return build(telemetry=False)
     steps = {False: build(telemetry=False), True: build(telemetry=True)}
@@ -208,10 +218,10 @@ def make_step(net: Layer | None, loss: Loss | Objective,
 def _build_step(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any, jit: bool,
                 donate: bool, accuracy: bool, checked: bool, telemetry: bool,
-                frozen: tuple[str, ...]) -> Callable:
+                frozen: tuple[str, ...], metrics: Mapping[str, MetricLike] | None) -> Callable:
     """One compiled step of :func:`make_step` (its arguments, already checked)."""
     update = make_update(net, loss, optimizer, axis_name=axis_name, accuracy=accuracy,
-                         checked=checked, telemetry=telemetry, frozen=frozen)
+                         checked=checked, telemetry=telemetry, frozen=frozen, metrics=metrics)
     stateful = net is not None and net.stateful
     if stateful:
         step = update
@@ -308,7 +318,8 @@ def _donated_message(names: tuple[str, ...], trees: Any, where: str) -> str:
 def make_update(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any = None,
                 accuracy: bool = True, checked: bool = False,
-                telemetry: bool = False, frozen: Sequence[str] = ()) -> Callable:
+                telemetry: bool = False, frozen: Sequence[str] = (),
+                metrics: Mapping[str, MetricLike] | None = None) -> Callable:
     """The uncompiled step with the uniform signature every loop here builds on:
     ``update(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``
     (``state`` is None for a net without stateful layers). ``frozen``: paths of sub-layers
@@ -320,7 +331,7 @@ def make_update(net: Layer | None, loss: Loss | Objective,
             raise ArgumentError(f"make_step: net must be a minitorch layer or None, received "
                                 f"{type(net).__name__}")
         objective = supervised_objective(net, loss, accuracy=accuracy, checked=checked,
-                                         telemetry=telemetry)
+                                         telemetry=telemetry, metrics=metrics)
     if frozen:
         optimizer = freeze.optimizer(optimizer, frozen)
         trainable = objective
@@ -343,15 +354,18 @@ def make_update(net: Layer | None, loss: Loss | Objective,
 
 
 def make_eval_step(net: Layer, loss: Loss, *, axis_name: Any = None,
-                   jit: bool = True) -> Callable:
+                   jit: bool = True, metrics: Mapping[str, MetricLike] | None = None
+                   ) -> Callable:
     """``eval_step(params, batch, state=None) -> metrics`` in evaluation mode (no dropout,
     BatchNorm's running statistics), with the same metrics as the training step."""
+    user_metrics = metric_fns.check(metrics, "make_eval_step")
 
     def eval_step(params, batch, state=None):
         x, y = _unpack(batch)
         outputs, _ = _forward(net, params, state, x, None, train=False)
         value = loss(outputs, y)
-        metrics = {"loss": value, **classification_metrics(outputs, y)}
+        metrics = {"loss": value, **classification_metrics(outputs, y),
+                   **metric_fns.compute(user_metrics, outputs, y)}
         return jax.lax.pmean(metrics, axis_name) if axis_name is not None else metrics
 
     return jax.jit(eval_step) if jit else eval_step
@@ -374,8 +388,11 @@ def predict(net: Layer, params: Params, x: Array, *, state: State = None,
 
 
 def evaluate(net: Layer, loss: Loss, params: Params, data: tuple[Array, Array], *,
-             state: State = None, batch_size: int = 1024) -> dict[str, float]:
-    """Metrics of ``net`` on all of ``data = (x, y)``: example-weighted means over batches."""
+             state: State = None, batch_size: int = 1024,
+             metrics: Mapping[str, MetricLike] | None = None) -> dict[str, float]:
+    """Metrics of ``net`` on all of ``data = (x, y)``: example-weighted means over batches,
+    and counted metrics (:mod:`minitorch.metrics`) from counts summed over batches."""
+    user_metrics = metric_fns.check(metrics, "evaluate")
     _check_net("evaluate", net)
     check_int("evaluate", "batch_size", batch_size, 1)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
@@ -385,14 +402,21 @@ def evaluate(net: Layer, loss: Loss, params: Params, data: tuple[Array, Array], 
     if len(x) == 0 or len(x) != len(y):
         raise ArgumentError(f"evaluate: data must hold at least one example, as many inputs "
                             f"as targets; received {len(x)} inputs and {len(y)} targets")
-    eval_step = _compiled_eval(net, loss)
+    eval_step = make_eval_step(net, loss, metrics=user_metrics) if user_metrics else \
+        _compiled_eval(net, loss)
     totals: dict[str, float] = {}
+    counts: Any = None
     for i in range(0, len(x), batch_size):
         batch = (x[i:i + batch_size], y[i:i + batch_size])
-        metrics = eval_step(params, batch, state)
-        for name, value in metrics.items():
+        found = dict(eval_step(params, batch, state))
+        batch_counts = found.pop(metric_fns.COUNTS, None)
+        if batch_counts is not None:
+            counts = batch_counts if counts is None else jax.tree.map(jnp.add, counts,
+                                                                       batch_counts)
+        for name, value in found.items():
             totals[name] = totals.get(name, 0.0) + float(value) * len(batch[0])
-    return {name: total / len(x) for name, total in totals.items()}
+    means = {name: total / len(x) for name, total in totals.items()}
+    return {**means, **metric_fns.finish(user_metrics, counts or {})}
 
 
 def _check_net(where: str, net: Any) -> None:

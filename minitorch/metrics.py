@@ -1,0 +1,110 @@
+"""User metrics for ``fit``, ``evaluate`` and the steps, aggregated correctly over batches.
+
+A metric is either
+
+- a function ``metric(outputs, targets) -> scalar``, the mean over the batch's examples:
+  epochs and evaluations average it weighted by each batch's examples (exact for any
+  per-example mean: accuracy, a loss, a top-k rate); or
+- a :class:`Metric`: ``counts(outputs, targets)`` returns arrays summed over a batch
+  (true positives, support, ...), which are summed over batches, and ``value(counts)``
+  finishes them. Metrics that are not means, such as F1, need this: the mean of per-batch
+  F1 scores is not the F1 score of the epoch.
+
+Pass them by name: ``fit(..., metrics={"f1": metrics.F1(10), "top3": top3})``. In a step's
+metrics, counted metrics sit under ``metrics["counts"]`` (kept apart by structure, as
+telemetry is), and the epoch reports the finished value under the metric's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import jax.numpy as jnp
+
+from minitorch.errors import ArgumentError, check_int
+from minitorch.nn.core import Array
+
+COUNTS = "counts"  # where a step's metrics hold the per-batch counts of counted metrics
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A metric finished from counts summed over batches."""
+
+    def counts(self, outputs: Array, targets: Array) -> dict[str, Array]:
+        """Arrays summed over the batch's examples."""
+        ...
+
+    def value(self, counts: dict[str, Array]) -> Array:
+        """The metric from counts summed over every batch."""
+        ...
+
+
+MetricLike = Callable[[Array, Array], Array] | Metric
+
+
+@dataclasses.dataclass(frozen=True)
+class F1:
+    """Macro-averaged F1 of class ids ``targets (N,)`` against ``outputs (N, C)``'s argmax,
+    as ``sklearn.metrics.f1_score(average="macro")`` (a class with no true or predicted
+    example scores 0)."""
+
+    num_classes: int
+
+    def __post_init__(self):
+        check_int("F1", "num_classes", self.num_classes, 2)
+
+    def counts(self, outputs: Array, targets: Array) -> dict[str, Array]:
+        predicted = jnp.argmax(outputs, axis=-1)
+        classes = jnp.arange(self.num_classes)
+        hit = (predicted == targets)[..., None]
+        is_pred = predicted[..., None] == classes
+        is_true = targets[..., None] == classes
+        return {"tp": jnp.sum(hit & is_true, axis=0), "pred": jnp.sum(is_pred, axis=0),
+                "true": jnp.sum(is_true, axis=0)}
+
+    def value(self, counts: dict[str, Array]) -> Array:
+        tp, pred, true = (jnp.asarray(counts[k], jnp.float32) for k in ("tp", "pred", "true"))
+        denominator = pred + true
+        f1 = jnp.where(denominator > 0, 2 * tp / jnp.maximum(denominator, 1), 0.0)
+        return jnp.mean(f1)
+
+
+def check(metrics: Mapping[str, MetricLike] | None, where: str) -> dict[str, MetricLike]:
+    """``metrics`` as a dict of name -> metric, or an ArgumentError naming ``where``."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise ArgumentError(f"{where}: metrics must be a dict of name -> metric function or "
+                            f"Metric, received {type(metrics).__name__}")
+    for name, metric in metrics.items():
+        if not isinstance(name, str) or name in ("loss", COUNTS, "telemetry"):
+            raise ArgumentError(f"{where}: metric names must be strings other than 'loss', "
+                                f"'counts' and 'telemetry', received {name!r}")
+        if not (isinstance(metric, Metric) or callable(metric)):
+            raise ArgumentError(f"{where}: metric {name!r} must be a function (outputs, "
+                                f"targets) -> scalar or a Metric, received "
+                                f"{type(metric).__name__}")
+    return dict(metrics)
+
+
+def compute(metrics: Mapping[str, MetricLike], outputs: Array, targets: Array
+            ) -> dict[str, Any]:
+    """One batch's metrics: means by name, counted metrics' counts under ``"counts"``."""
+    out: dict[str, Any] = {}
+    counted = {}
+    for name, metric in metrics.items():
+        if isinstance(metric, Metric):
+            counted[name] = metric.counts(outputs, targets)
+        else:
+            out[name] = jnp.asarray(metric(outputs, targets), jnp.float32)
+    if counted:
+        out[COUNTS] = counted
+    return out
+
+
+def finish(metrics: Mapping[str, MetricLike], counts: Mapping[str, Any]) -> dict[str, float]:
+    """Counted metrics' values from their summed counts."""
+    return {name: float(metrics[name].value(c)) for name, c in counts.items()}

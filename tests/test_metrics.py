@@ -1,0 +1,114 @@
+"""User metrics aggregated correctly (means weighted by examples; F1 from summed counts),
+in fit, evaluate and both epoch runners; callbacks that replace params or optimiser state."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.metrics import f1_score
+
+from minitorch import losses, metrics, nn, optim, train
+from minitorch.epoch import make_epoch, make_epoch_steps
+from minitorch.errors import ArgumentError
+from minitorch.fit import fit
+
+LOSS = losses.softmax_cross_entropy
+
+
+def mlp():
+    return nn.Net([nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)])
+
+
+def data(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    return x, ((x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5)).astype(np.int32)
+
+
+def top2(outputs, targets):
+    best2 = jnp.argsort(outputs, axis=-1)[:, -2:]
+    return jnp.mean(jnp.any(best2 == targets[:, None], axis=-1))
+
+
+def test_f1_equals_sklearn_on_the_whole_data_not_the_mean_of_batches():
+    rng = np.random.default_rng(1)
+    outputs = rng.normal(size=(50, 3)).astype(np.float32)
+    targets = rng.integers(0, 3, 50)
+    f1 = metrics.F1(3)
+    whole = float(f1.value(f1.counts(outputs, targets)))
+    assert whole == pytest.approx(f1_score(targets, outputs.argmax(1), average="macro"))
+    summed = jax.tree.map(lambda *c: sum(c), *[f1.counts(outputs[i:i + 16], targets[i:i + 16])
+                                              for i in range(0, 50, 16)])
+    assert float(f1.value(summed)) == pytest.approx(whole)
+    means = np.mean([f1_score(targets[i:i + 16], outputs[i:i + 16].argmax(1), average="macro")
+                     for i in range(0, 50, 16)])
+    assert abs(means - whole) > 1e-3     # why counts: the mean of batch F1s is another number
+
+
+def test_evaluate_aggregates_user_metrics_over_batches():
+    net = mlp()
+    params = net.init(jax.random.key(0))
+    x, y = data()
+    result = train.evaluate(net, LOSS, params, (x, y), batch_size=16,
+                            metrics={"f1": metrics.F1(3), "top2": top2})
+    outputs = net.apply(params, x)
+    assert result["f1"] == pytest.approx(f1_score(y, np.argmax(outputs, 1), average="macro"),
+                                         abs=1e-6)
+    assert result["top2"] == pytest.approx(float(top2(outputs, y)), abs=1e-6)
+
+
+@pytest.mark.parametrize("runner", [make_epoch, make_epoch_steps])
+def test_epochs_report_user_metrics_of_the_steps_they_ran(runner):
+    """With learning rate 0 every step sees the same params: the epoch's F1 and top-2 rate
+    equal those of the whole data in one batch."""
+    net = mlp()
+    params = net.init(jax.random.key(0))
+    x, y = data()
+    opt = optax.sgd(0.0)
+    update = train.make_update(net, LOSS, opt, metrics={"f1": metrics.F1(3), "top2": top2})
+    epoch = runner(update, 50, 16, shuffle=True)
+    *_, result = epoch(jax.tree.map(jnp.copy, params), None, opt.init(params), (x, y),
+                       jax.random.key(0), 0)
+    outputs = net.apply(params, x)
+    f1 = metrics.F1(3)
+    np.testing.assert_allclose(f1.value(result["counts"]["f1"]),
+                               f1_score(y, np.argmax(outputs, 1), average="macro"), atol=1e-6)
+    np.testing.assert_allclose(result["top2"], top2(outputs, y), atol=1e-6)
+
+
+def test_fit_logs_user_metrics_and_their_validation():
+    x, y = data(64)
+    seen = []
+    _, _, history = fit(mlp(), LOSS, optim.sgd(0.1), (x, y), epochs=2, batch_size=16,
+                        val_data=(x, y), progress=False,
+                        metrics={"f1": metrics.F1(3), "top2": top2},
+                        callbacks=[lambda epoch, logs, context: seen.append(sorted(logs))])
+    assert {"f1", "val_f1", "top2", "val_top2"} <= set(history)
+    assert "counts" not in history and seen[0] == sorted(
+        ["loss", "accuracy", "f1", "top2", "val_loss", "val_accuracy", "val_f1", "val_top2",
+         "time"])
+    with pytest.raises(ArgumentError, match="fit: metric names must be strings other than"):
+        fit(mlp(), LOSS, optim.sgd(0.1), (x, y), epochs=1, batch_size=16, progress=False,
+            metrics={"loss": top2})
+
+
+def test_a_callback_can_replace_params_and_optimiser_state():
+    """An EMA of the params swapped in after each epoch, and the learning rate changed
+    through optax.inject_hyperparams: training goes on from what the callback left."""
+    x, y = data(64)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    record = {}
+
+    def callback(epoch, logs, context):
+        if epoch == 0:
+            context["opt_state"].hyperparams["learning_rate"] = jnp.asarray(0.0)
+            context["params"] = jax.tree.map(lambda p: p * 0.5, context["params"])
+            record["after 0"] = jax.tree.map(np.asarray, context["params"])
+
+    params, opt_state, _ = fit(mlp(), LOSS, opt, (x, y), epochs=3, batch_size=16,
+                               progress=False, callbacks=[callback])
+    # with the rate set to 0 after epoch 0, epochs 1 and 2 leave the halved params as they were
+    chex.assert_trees_all_close(jax.tree.map(np.asarray, params), record["after 0"])
+    assert float(opt_state.hyperparams["learning_rate"]) == 0.0
