@@ -37,7 +37,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -203,7 +203,7 @@ def _check_entry(name: str, info: Any, key_impl: str | None) -> _Entry:
             f"{offsets[1] - offsets[0]}")
     if key_impl is not None:
         _expect(dtype == "U32", f"{name}: PRNG key data must be U32, found {dtype}")
-    entry = _Entry(name, np.dtype(DTYPES[dtype]), tuple(shape), *offsets, key_impl)
+    entry = _Entry(name, np.dtype(DTYPES[dtype]), tuple(shape), offsets[0], offsets[1], key_impl)
     if key_impl is not None:
         try:
             entry.abstract()
@@ -333,7 +333,7 @@ class CheckpointManager:
     PATTERN = re.compile(r"^ckpt_(\d{8,})\.safetensors$")
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
-        self._lock_file = None
+        self._lock_file: IO[str] | None = None
         self.directory = Path(directory)
         self.keep = check_int("CheckpointManager", "keep", keep, 1)
         self._thread_lock = threading.Lock()

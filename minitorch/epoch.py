@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +29,25 @@ import jax.numpy as jnp
 from minitorch.errors import ArgumentError
 from minitorch.metrics import COUNTS
 from minitorch.nn.core import Array
-from minitorch.train import TELEMETRY
+from minitorch.train import TELEMETRY, Update
 
-Update = Callable[..., tuple]  # (params, state, opt_state, batch, key) -> (..., metrics)
+
+class Epoch(Protocol):
+    """One epoch (:func:`make_epoch`, :func:`make_epoch_steps`): ``epoch(params, state,
+    opt_state, data, key, index) -> (params, state, opt_state, metrics)``; a scanned epoch
+    also takes ``report=``."""
+
+    def __call__(self, params: Any, state: Any, opt_state: Any, data: Any, key: Any,
+                 index: Any, /) -> tuple[Any, Any, Any, dict[str, Any]]: ...
+
+
+class ScannedEpoch(Protocol):
+    """:func:`make_epoch`'s epoch: an :class:`Epoch` that also takes ``report`` (whether
+    ``on_step`` is called this time; a runtime switch, no recompile)."""
+
+    def __call__(self, params: Any, state: Any, opt_state: Any, data: Any, key: Any,
+                 index: Any, /, report: bool = True) -> tuple[Any, Any, Any, dict[str, Any]]:
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +136,7 @@ def _split_telemetry(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 def make_epoch(update: Update, num_examples: int, batch_size: int, *, shuffle: bool = True,
                drop_last: bool = False, on_step: Callable[[Any], None] | None = None,
                step_every: int = 1, probe: Update | None = None,
-               probe_every: int | None = None, jit: bool = True) -> Callable:
+               probe_every: int | None = None, jit: bool = True) -> ScannedEpoch:
     """Compile one epoch of ``update`` over in-memory data as one ``lax.scan``.
 
     Args:
@@ -239,7 +255,7 @@ def _stacked(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def make_epoch_steps(update: Update, num_examples: int, batch_size: int, *,
                      shuffle: bool = True, drop_last: bool = False,
                      on_step: Callable[[Any], None] | None = None, probe: Update | None = None,
-                     probe_every: int | None = None) -> Callable:
+                     probe_every: int | None = None) -> Epoch:
     """The same epoch as :func:`make_epoch` (same plan: order, keys, probes and metrics),
     run as one dispatch that shuffles and slices every batch on the device, then one
     dispatch of the jit'd ``update`` per batch; ``on_step`` is called after every step.

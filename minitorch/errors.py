@@ -87,10 +87,10 @@ class ArgumentError(TypeError, ValueError):
 def check_int(where: str, name: str, value: object, minimum: int | None = None) -> int:
     """``value`` as an int (a NumPy integer too; not a bool, float or string), at least
     ``minimum`` when given; otherwise an ``ArgumentError`` naming ``where`` and ``name``."""
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not ok or (minimum is not None and value < minimum):
-        kind = {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(
-            minimum, f"an int >= {minimum}")
+    kind = {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(
+        minimum, f"an int >= {minimum}")
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or (
+            minimum is not None and int(value) < minimum):
         raise ArgumentError(f"{where}: {name} must be {kind}, received {value!r}")
     return int(value)
 

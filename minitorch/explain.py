@@ -74,7 +74,9 @@ def _rule(rule: str, layer: Layer, params: Params, x: Array, relevance: Array,
     def share(pairs) -> Array:
         """Relevance shared in proportion to the contributions ``w_ij x_i`` of ``pairs``."""
         outs = [contribution(w, v) for w, v in pairs]
-        z = sum(o for o, _ in outs)
+        z = outs[0][0]
+        for o, _ in outs[1:]:
+            z = z + o
         s = relevance / _stabilise(z, epsilon)
         return sum(v * vjp(s)[0] for (_, vjp), (_, v) in zip(outs, pairs))
 

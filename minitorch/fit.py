@@ -22,7 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,16 @@ from minitorch.metrics import MetricLike
 from minitorch.nn.core import Layer, Params, State, check_fits_32_bits, is_int
 
 History = dict[str, list[float]]
-Callback = Callable[[int, dict[str, float], dict[str, Any]], Any]
+
+
+class Callback(Protocol):
+    """Called after every epoch with its number, its logs (``loss``, ``val_loss``, ...,
+    ``time``) and a context holding ``params``, ``state``, ``opt_state`` and ``history``.
+    Returning True stops training; replacing a context entry changes what trains next.
+    Optionally ``state_dict()`` / ``load_state_dict(d)``, saved with ``fit``'s checkpoints."""
+
+    def __call__(self, epoch: int, logs: dict[str, float], context: dict[str, Any], /
+                 ) -> bool | None: ...
 LIVE_BAR_SECONDS = 1.0  # epochs shorter than this move the progress bar once, at their end
 
 __all__ = ["EarlyStopping", "Progress", "fit", "make_epoch", "make_epoch_steps"]
@@ -196,7 +205,10 @@ def _epoch_runner(net: Layer, loss: Callable, optimizer: optax.GradientTransform
                        probe_every=plan.probe_every)
     # Updates from inside cost ~1 ms each (the loop waits for the host): only epochs long
     # enough to watch get them; a runtime switch, no recompile.
-    return lambda *args: epoch(*args, report=bar.live)
+    def run(params: Any, state: Any, opt_state: Any, data: Any, key: Any, index: Any) -> Any:
+        return epoch(params, state, opt_state, data, key, index, report=bar.live)
+
+    return run
 
 
 def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,

@@ -107,4 +107,9 @@ def compute(metrics: Mapping[str, MetricLike], outputs: Array, targets: Array
 
 def finish(metrics: Mapping[str, MetricLike], counts: Mapping[str, Any]) -> dict[str, float]:
     """Counted metrics' values from their summed counts."""
-    return {name: float(metrics[name].value(c)) for name, c in counts.items()}
+    finished = {}
+    for name, c in counts.items():
+        metric = metrics[name]
+        assert isinstance(metric, Metric)  # only counted metrics have counts
+        finished[name] = float(metric.value(c))
+    return finished

@@ -46,7 +46,7 @@ def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.0, nesterov: 
       ``params = optax.apply_updates(params, updates)``. ``params`` may be omitted from
       ``update`` only when ``weight_decay == 0``.
     """
-    if isinstance(learning_rate, numbers.Real) and not learning_rate > 0:
+    if isinstance(learning_rate, numbers.Real) and not float(learning_rate) > 0:
         raise ValueError(f"sgd: learning_rate must be > 0, received {learning_rate!r}")
     if not callable(learning_rate) and not isinstance(learning_rate, numbers.Real):
         raise TypeError(f"sgd: learning_rate must be a number or an optax schedule, "

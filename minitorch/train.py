@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,23 @@ TELEMETRY = "telemetry"
 Loss = Callable[[Array, Array], Array]
 # A custom objective: (params, batch, key) -> loss, or (loss, metrics dict).
 Objective = Callable[[Params, Batch, PRNGKey], Any]
+
+
+class Update(Protocol):
+    """The uncompiled step every loop builds on (:func:`make_update`); ``state`` is None
+    for a net without stateful layers."""
+
+    def __call__(self, params: Params, state: State, opt_state: Any, batch: Batch,
+                 key: PRNGKey | None, /) -> tuple[Params, State, Any, Metrics]: ...
+
+
+class Step(Protocol):
+    """A training step (:func:`make_step`): ``step(params, opt_state, batch, key) ->
+    (params, opt_state, metrics)``, or with the net's state after the params
+    ``step(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``;
+    a telemetry step also takes ``telemetry=``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]: ...
 
 
 def _class_ids(outputs: Array, targets: Array) -> bool:
@@ -151,7 +168,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
               jit: bool = True, donate: bool = True, accuracy: bool = True,
               checked: bool = False, telemetry: bool = False,
               frozen: Sequence[str] = (),
-              metrics: Mapping[str, MetricLike] | None = None) -> Callable:
+              metrics: Mapping[str, MetricLike] | None = None) -> Step:
     """Build a training step.
 
     Args:
@@ -223,12 +240,12 @@ def _build_step(net: Layer | None, loss: Loss | Objective,
     update = make_update(net, loss, optimizer, axis_name=axis_name, accuracy=accuracy,
                          checked=checked, telemetry=telemetry, frozen=frozen, metrics=metrics)
     stateful = net is not None and net.stateful
-    if stateful:
-        step = update
-    else:
-        def step(params, opt_state, batch, key=None):
-            params, _, opt_state, metrics = update(params, None, opt_state, batch, key)
-            return params, opt_state, metrics
+
+    def stateless(params, opt_state, batch, key=None):
+        params, _, opt_state, metrics = update(params, None, opt_state, batch, key)
+        return params, opt_state, metrics
+
+    step: Callable = update if stateful else stateless
 
     if not jit:
         return step
@@ -260,14 +277,13 @@ def _guard_donation(compiled: Callable, names: tuple[str, ...]) -> Callable:
     reassigning the returned params), and after a call fails over a donated buffer.
     """
     n = len(names)
-    last = {"first": True, "params": None}
+    donated = [-1]  # id() of the params container the previous call donated; -1 before any
 
     def step(*args: Any) -> Any:
         trees = args[:n]
-        if last["first"] or id(trees[0]) == last["params"]:
+        if donated[0] in (-1, id(trees[0])):
             trees = donatable(trees, names, "step")
-            last["first"] = False
-        last["params"] = id(args[0])
+        donated[0] = id(args[0])
         try:
             return compiled(*trees, *args[n:])
         except Exception as err:  # jaxlib's ValueError or JaxRuntimeError
@@ -319,18 +335,19 @@ def make_update(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any = None,
                 accuracy: bool = True, checked: bool = False,
                 telemetry: bool = False, frozen: Sequence[str] = (),
-                metrics: Mapping[str, MetricLike] | None = None) -> Callable:
+                metrics: Mapping[str, MetricLike] | None = None) -> Update:
     """The uncompiled step with the uniform signature every loop here builds on:
     ``update(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``
     (``state`` is None for a net without stateful layers). ``frozen``: paths of sub-layers
     (or params) that stay unchanged and get no weight gradients (:mod:`minitorch.freeze`)."""
     if net is None:
-        objective = _custom_objective(loss)
+        objective = _custom_objective(cast(Objective, loss))
     else:
         if not isinstance(net, Layer):
             raise ArgumentError(f"make_step: net must be a minitorch layer or None, received "
                                 f"{type(net).__name__}")
-        objective = supervised_objective(net, loss, accuracy=accuracy, checked=checked,
+        objective = supervised_objective(net, cast(Loss, loss), accuracy=accuracy,
+                                         checked=checked,
                                          telemetry=telemetry, metrics=metrics)
     if frozen:
         optimizer = freeze.optimizer(optimizer, frozen)

@@ -47,7 +47,8 @@ def _reproducible(key: PRNGKey) -> bool:
     """Whether the unrolled hash gives JAX's bits for this key and configuration."""
     return (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
             and str(jax.random.key_impl(key)) == "threefry2x32"
-            and jax.config.jax_threefry_partitionable and not jax.config.jax_enable_x64)
+            and jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
+            and not jax.config.jax_enable_x64)  # type: ignore[attr-defined]
 
 
 def bernoulli(key: PRNGKey, p: float, shape: tuple[int, ...]) -> Array:

@@ -35,6 +35,7 @@ from minitorch.nn.core import (
     State,
     Tap,
     name_of,
+    no_keywords,
     run_child,
     set_fields,
 )
@@ -115,10 +116,12 @@ class Parallel(Container):
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None) -> tuple[Any, list[State]]:
+            train: bool = False, tap: Tap | None = None,
+            **kwargs: Any) -> tuple[Any, list[State]]:
+        no_keywords(self, kwargs)
         outs, new_states = [], []
         for (name, layer), p, s, k in zip(self.children(), *self.unpack_all(params, state, key)):
-            y, s = run_child(name, layer, p, s, x, key=k, train=train, tap=tap)
+            y, s = run_child(str(name), layer, p, s, x, key=k, train=train, tap=tap)
             outs.append(y)
             new_states.append(s)
         return self._combine(outs), new_states
@@ -188,7 +191,7 @@ class Composite(Container):
         return {name: value for (name, _), value in zip(self.children(), values)}
 
     def unpack(self, tree: Any, what: str) -> list[Any]:
-        names = [name for name, _ in self.children()]
+        names = [str(name) for name, _ in self.children()]
         if not isinstance(tree, dict) or sorted(tree) != sorted(names):
             got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
             error = ParamsError if what == "params" else StateError
@@ -197,7 +200,8 @@ class Composite(Container):
         return [tree[name] for name in names]
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None) -> tuple[Any, State]:
+            train: bool = False, tap: Tap | None = None, **kwargs: Any) -> tuple[Any, State]:
+        no_keywords(self, kwargs)
         children = dict(self.children())
         params, states, keys = (dict(zip(children, entries))
                                 for entries in self.unpack_all(params, state, key))

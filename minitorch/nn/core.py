@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,8 @@ class Layer:
         return {}
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
-              train: bool = False) -> Array:
+              train: bool = False) -> Any:
+        """``y``; for a stateful layer, which also takes ``state=``, ``(y, new_state)``."""
         raise NotImplementedError
 
     def init_state(self) -> State:
@@ -80,9 +81,10 @@ class Layer:
         by its path below this layer (``"2.attn"``); a leaf layer has none to report.
         ``kwargs`` (e.g. ``mask=``) reach ``apply``.
         """
+        apply: Callable[..., Any] = self.apply  # a stateful leaf's apply also takes state=
         if self.stateful:  # a leaf written in the public form: apply(..., state=) -> (y, state)
-            return self.apply(params, x, key=key, train=train, state=state, **kwargs)
-        return self.apply(params, x, key=key, train=train, **kwargs), state
+            return apply(params, x, key=key, train=train, state=state, **kwargs)
+        return apply(params, x, key=key, train=train, **kwargs), state
 
     def children(self) -> tuple[tuple[str | None, Layer], ...]:
         """The sub-layers, each with its name in the params tree (None: the same tree)."""
@@ -148,7 +150,7 @@ def check_state(layer: Layer, state: State) -> None:
 
 
 def _check_tree(layer: Layer, tree: Any, expected: Any, what: str, error: type) -> None:
-    if jax.tree.structure(tree) != jax.tree.structure(expected):
+    if jax.tree.structure(tree) != jax.tree.structure(expected):  # type: ignore[operator]
         raise error(name_of(layer), f"{what} structure mismatch: expected "
                     f"{_shapes(expected)}, received {_describe(tree)}")
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected),
@@ -191,11 +193,25 @@ def check_shape(layer: Layer, x: Array, expected: Sequence[int | str], *,
         raise ShapeError(name_of(layer), f"expected {what} of shape {shown}, received {shape}")
 
 
-def split_key(key: PRNGKey | None, num: int) -> list[PRNGKey | None]:
+@overload
+def split_key(key: PRNGKey, num: int) -> list[PRNGKey]: ...
+@overload
+def split_key(key: None, num: int) -> list[None]: ...
+@overload
+def split_key(key: PRNGKey | None, num: int) -> list[PRNGKey] | list[None]: ...
+
+
+def split_key(key: PRNGKey | None, num: int) -> list[PRNGKey] | list[None]:
     """``num`` independent subkeys of ``key`` (or ``num`` Nones when ``key`` is None)."""
     if key is None:
         return [None] * num
     return list(jax.random.split(key, num))
+
+
+@overload
+def label_of(name: str) -> int | str: ...
+@overload
+def label_of(name: None) -> None: ...
 
 
 def label_of(name: str | None) -> int | str | None:
@@ -226,6 +242,13 @@ def run_child(name: str, layer: Layer, params: Params, state: State, x: Any, *,
     if tap is not None:
         tap(name, y)
     return y, state
+
+
+def no_keywords(layer: Layer, kwargs: dict[str, Any]) -> None:
+    """Containers that pass nothing on to their sub-layers take no extra keywords."""
+    if kwargs:
+        raise TypeError(f"{type(layer).__name__}.apply() got unexpected keyword arguments "
+                        f"{sorted(kwargs)}; only a Composite's call() passes keywords on")
 
 
 def _below(tap: Tap | None, name: str) -> Tap | None:
@@ -267,7 +290,8 @@ class Container(Layer):
         return list(tree)
 
     def unpack_all(self, params: Params, state: State,
-                   key: PRNGKey | None) -> tuple[list[Any], list[Any], list[PRNGKey | None]]:
+                   key: PRNGKey | None
+                   ) -> tuple[list[Any], list[Any], list[PRNGKey] | list[None]]:
         """What ``run`` starts from: one params entry, one state entry and one subkey (None
         without a key) per sub-layer, the trees' structure and the key checked."""
         if key is not None:
@@ -367,12 +391,14 @@ class Net(Container):
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None) -> tuple[Any, list[State]]:
+            train: bool = False, tap: Tap | None = None,
+            **kwargs: Any) -> tuple[Any, list[State]]:
         """Apply the layers in order; ``(y, one new state per layer)``."""
+        no_keywords(self, kwargs)
         new_states = []
         for (name, layer), layer_params, layer_state, layer_key in zip(
                 self.children(), *self.unpack_all(params, state, key)):
-            x, layer_state = run_child(name, layer, layer_params, layer_state, x,
+            x, layer_state = run_child(str(name), layer, layer_params, layer_state, x,
                                        key=layer_key, train=train, tap=tap)
             new_states.append(layer_state)
         return x, new_states
@@ -611,7 +637,7 @@ def reshape_examples(x: Array, shape: Sequence[int]) -> Array:
     """
     sharding = getattr(jax.typeof(x), "sharding", None)
     spec = getattr(sharding, "spec", None)
-    if not spec or sharding.mesh.empty:
+    if sharding is None or not spec or sharding.mesh.empty:
         return jnp.reshape(x, shape)
     out = sharding.update(spec=PartitionSpec(spec[0], *[None] * (len(shape) - 1)))
     return jnp.reshape(x, shape, out_sharding=out)

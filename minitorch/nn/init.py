@@ -15,7 +15,7 @@ Fans count the receptive field: for a ``Conv2D`` weight ``(out, in/groups, kh, k
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,8 @@ def resolve(init: str | Initializer, *, in_axis: int = -2, out_axis: int = -1,
     """
     if callable(init):
         return init
-    scaled = {"he": (2.0, "fan_in"), "xavier": (1.0, "fan_avg"), "lecun": (1.0, "fan_in")}
+    scaled: dict[str, tuple[float, Literal["fan_in", "fan_avg"]]] = {
+        "he": (2.0, "fan_in"), "xavier": (1.0, "fan_avg"), "lecun": (1.0, "fan_in")}
     if init in scaled:
         scale, mode = scaled[init]
         return initializers.variance_scaling(scale, mode, "normal", in_axis=in_axis,
@@ -43,7 +44,7 @@ def resolve(init: str | Initializer, *, in_axis: int = -2, out_axis: int = -1,
     if init == "normal":
         return initializers.normal(stddev=1.0)
     if init == "zeros":
-        return lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype)
+        return _zeros
     raise ValueError(f"{owner}: unknown initialiser {init!r}; use one of {NAMES} "
                      f"or a function (key, shape, dtype) -> array")
 
@@ -56,3 +57,7 @@ def make(init: Initializer, key: jax.Array, shape: tuple[int, ...], dtype: Any,
         raise ValueError(f"{owner}: initialiser {init!r} returned shape {value.shape}, "
                          f"expected {tuple(shape)}")
     return value
+
+
+def _zeros(key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
+    return jnp.zeros(shape, dtype)

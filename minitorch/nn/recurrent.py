@@ -64,7 +64,8 @@ class _Recurrent(Layer):
         """Every param uniform(-1/sqrt(H), 1/sqrt(H)), as PyTorch."""
         check_key(self, key, "init")
         width, bound = self.num_gates * self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
-        shapes = {"W_ih": (self.input_size, width), "W_hh": (self.hidden_size, width)}
+        shapes: dict[str, tuple[int, ...]] = {"W_ih": (self.input_size, width),
+                                              "W_hh": (self.hidden_size, width)}
         if self.bias:
             shapes.update(b_ih=(width,), b_hh=(width,))
         keys = split_key(key, len(shapes))
