@@ -37,8 +37,10 @@ class LayerError(Exception):
         ``label`` is how the container names that sub-layer: an index (a net's layer 2,
         shown ``layer 2 (Linear)``) or a name (a composite's field, ``attn (MultiHeadAttention)``).
         """
-        name = type(layer).__name__
-        inner = self.where[1:] if self.where and self.where[0] == name else self.where
+        # A leaf names itself by its class, or by the class that defines the check (a
+        # subclass of Flatten raising Flatten's error): either way the label below says it.
+        names = {cls.__name__ for cls in type(layer).__mro__}
+        inner = self.where[1:] if self.where and self.where[0] in names else self.where
         # A leaf layer's own "Linear" becomes "layer 2 (Linear)"; the path a nested
         # container reported stays below the container's own label.
         return type(self)((describe(label, layer), *inner), self.detail)

@@ -2,6 +2,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 from minitorch import nn
@@ -142,3 +143,27 @@ class NetErrorTest(parameterized.TestCase):
     def test_non_layers_are_rejected(self):
         with self.assertRaisesRegex(TypeError, "Net: layer 1 must be a minitorch layer"):
             nn.Net([nn.ReLU(), jnp.tanh])
+
+
+def test_a_net_reads_one_layer_per_line():
+    net = nn.Net([nn.Linear(2, 3), nn.Net([nn.ReLU(), nn.Tanh()])])
+    assert repr(net) == ("Net([\n"
+                         f"    {nn.Linear(2, 3)!r},\n"
+                         "    Net([\n"
+                         "        ReLU(),\n"
+                         "        Tanh(),\n"
+                         "    ]),\n"
+                         "])")
+
+
+def test_a_subclass_is_named_once_by_its_own_name():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class MyFlatten(nn.Flatten):
+        pass
+
+    net = nn.Net([nn.Linear(2, 3), MyFlatten()])
+    with pytest.raises(nn.ShapeError) as info:
+        net.apply(net.init(jax.random.key(0)), jnp.ones((2,)))
+    assert str(info.value).startswith("layer 1 (MyFlatten): expected input of shape (N, ...)")

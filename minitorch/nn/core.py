@@ -384,6 +384,12 @@ class Net(Container):
     def __len__(self) -> int:
         return len(self.layers)
 
+    def __repr__(self) -> str:
+        """One layer per line, nested nets indented: ``Net([\n    Linear(...),\n])``."""
+        inner = "".join(f"    {repr(layer).replace(chr(10), chr(10) + '    ')},\n"
+                        for layer in self.layers)
+        return f"{type(self).__name__}([\n{inner}])"
+
     def __getitem__(self, index: int) -> Layer:
         return self.layers[index]
 
