@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from digits_cnn import digits_cnn, load
 
 from benchmarks.common import interleaved, machine, median, ratio_spread, repeated_steps
-from minitorch import losses, monitor, optim, train
+from minitorch import losses, nn, optim, train
 
 CALLS = 20
 
@@ -56,9 +56,8 @@ def activation_means_objective(net):
 
     def objective(params, batch, key):
         x, y = batch
-        outputs = monitor.capture(net, params, x, key=key, train=True)
-        last = outputs[-1]
-        means = jnp.stack([jnp.mean(jax.lax.stop_gradient(out)) for out in outputs])
+        last, outputs = nn.intermediates(net, params, x, key=key, train=True)
+        means = jnp.stack([jnp.mean(jax.lax.stop_gradient(out)) for out in outputs.values()])
         value = losses.softmax_cross_entropy(last, y)
         return value, {**train.classification_metrics(last, y), "act_means": means}
 

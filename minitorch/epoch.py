@@ -120,7 +120,9 @@ class EpochPlan:
         metrics = dict(metrics)
         counts = metrics.pop(COUNTS, None)
         sizes = jnp.asarray(self.sizes, jnp.float32)
-        out: dict[str, Any] = {k: jnp.sum(v * sizes) / sizes.sum() for k, v in metrics.items()}
+        # weighted along the steps axis; a metric may itself be an array (per layer, ...)
+        out: dict[str, Any] = {k: jnp.tensordot(sizes, v, axes=1) / sizes.sum()
+                               for k, v in metrics.items()}
         if counts is not None:
             out[COUNTS] = jax.tree.map(lambda c: jnp.sum(c, axis=0), counts)
         if telemetry:

@@ -100,3 +100,20 @@ def test_sequence_workloads_compute_the_same_model(name):
         first, _, last = (float(run()) for _ in range(3))
         assert np.isfinite(first) and last < first
     assert np.isfinite(float(losses.softmax_cross_entropy(model.apply(params, x), y)))
+
+
+def test_telemetry_floor_objective_reports_every_layer_and_the_same_loss():
+    """benchmarks/telemetry_overhead.py's floor: the plain step's loss, plus one mean per
+    sub-layer output (what any exact activation statistic must at least read)."""
+    from benchmarks.telemetry_overhead import activation_means_objective
+    from minitorch import losses, nn, optim, train
+
+    net = nn.Net([nn.Conv2D(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)])
+    params = net.init(jax.random.key(0))
+    x, y = jax.random.normal(jax.random.key(1), (8, 1, 8, 8)), jnp.arange(8) % 3
+    opt = optim.sgd(0.1)
+    _, _, metrics = train.make_step(None, activation_means_objective(net), opt, donate=False)(
+        params, opt.init(params), (x, y), None)
+    assert metrics["act_means"].shape == (4,)
+    np.testing.assert_allclose(metrics["loss"], losses.softmax_cross_entropy(
+        net.apply(params, x), y), rtol=1e-6)
