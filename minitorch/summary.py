@@ -5,18 +5,23 @@ summary of a large net is instant. A shape mismatch found on the way is reported
 core reports it (the layer's path and type, expected and received shapes). Containers
 (nested nets, ``Residual``, ``Parallel``, ``Composite``) are expanded, a row per sub-layer.
 
-Example::
+Example (run as a doctest)::
 
+    >>> from minitorch import nn
+    >>> net = nn.Net([nn.Conv2D(1, 8, 3, padding=1), nn.BatchNorm(8), nn.ReLU(),
+    ...               nn.MaxPool2D(2), nn.Flatten(), nn.Net([nn.Linear(8 * 4 * 4, 32)])])
     >>> print(summary(net, (1, 8, 8)))
     index  layer      output shape  params   bytes
     ----------------------------------------------
     0      Conv2D     (N, 8, 8, 8)      80     320
     1      BatchNorm  (N, 8, 8, 8)      16      64
-    ...
+    2      ReLU       (N, 8, 8, 8)       0       0
+    3      MaxPool2D  (N, 8, 4, 4)       0       0
+    4      Flatten    (N, 128)           0       0
     5      Net        (N, 32)            0       0
     5.0    Linear     (N, 32)        4,128  16,512
     ----------------------------------------------
-    total: 4,554 params, 18,216 bytes (0.02 MiB); input (N, 1, 8, 8)
+    total: 4,224 params, 16,896 bytes (0.02 MiB); input (N, 1, 8, 8)
 """
 
 from __future__ import annotations
