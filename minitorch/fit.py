@@ -51,7 +51,7 @@ class Callback(Protocol):
                  ) -> bool | None: ...
 LIVE_BAR_SECONDS = 1.0  # epochs shorter than this move the progress bar once, at their end
 
-__all__ = ["EarlyStopping", "Progress", "fit", "make_epoch", "make_epoch_steps"]
+__all__ = ["Callback", "EarlyStopping", "Progress", "fit"]
 
 
 def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
@@ -94,8 +94,9 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         optimiser state, net state and history after every epoch, and when the manager
         already holds a checkpoint of this run, resumes from the latest complete one (the
         result equals an uninterrupted run to the bit). The checkpoint records what defines
-        the run (seed, batch size, number of examples, shuffle, drop_last and the net's
-        description); resuming with any of them changed raises a CheckpointError naming it.
+        the run (seed, batch size, number of examples, shuffle, drop_last, the net's
+        description and the frozen paths); resuming with any of them changed raises a
+        CheckpointError naming it.
       strict_resume: False resumes even when the run's definition changed.
       frozen: paths of sub-layers or params that stay bit-unchanged and get no weight
         gradients, as :func:`minitorch.train.make_step`'s.

@@ -116,6 +116,7 @@ def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True,
     """``(params, state, (x, y), key) -> (loss, (metrics, state))`` for ``loss(net(x), y)``;
     ``metrics`` are user metrics of the outputs and targets (:mod:`minitorch.metrics`)."""
     user_metrics = metric_fns.check(metrics, "make_step")
+
     def objective(params, state, batch, key):
         x, y = _unpack(batch)
         captured: dict[str, Any] = {}  # with telemetry, every sub-layer's output, by path
@@ -341,6 +342,9 @@ def make_update(net: Layer | None, loss: Loss | Objective,
     (``state`` is None for a net without stateful layers). ``frozen``: paths of sub-layers
     (or params) that stay unchanged and get no weight gradients (:mod:`minitorch.freeze`)."""
     if net is None:
+        if metrics:
+            raise ArgumentError("make_step: metrics= needs a net; a custom objective returns "
+                                "its own metrics, as (loss, {name: value})")
         objective = _custom_objective(cast(Objective, loss))
     else:
         if not isinstance(net, Layer):

@@ -112,3 +112,9 @@ def test_a_callback_can_replace_params_and_optimiser_state():
     # with the rate set to 0 after epoch 0, epochs 1 and 2 leave the halved params as they were
     chex.assert_trees_all_close(jax.tree.map(np.asarray, params), record["after 0"])
     assert float(opt_state.hyperparams["learning_rate"]) == 0.0
+
+
+def test_metrics_with_a_custom_objective_are_refused():
+    with pytest.raises(ArgumentError, match="metrics= needs a net"):
+        train.make_step(None, lambda params, batch, key: 0.0, optim.sgd(0.1),
+                        metrics={"top2": top2})
