@@ -167,3 +167,37 @@ def test_a_subclass_is_named_once_by_its_own_name():
     with pytest.raises(nn.ShapeError) as info:
         net.apply(net.init(jax.random.key(0)), jnp.ones((2,)))
     assert str(info.value).startswith("layer 1 (MyFlatten): expected input of shape (N, ...)")
+
+
+LAYERS = [nn.Linear(4, 2), nn.Linear(4, 2, init="xavier", dtype=jnp.bfloat16, bias=False),
+          nn.Conv2D(1, 2, 3, padding="same"), nn.Conv1D(2, 4, 3, stride=2),
+          nn.ConvTranspose2D(2, 3, 3, stride=2, output_padding=1), nn.Embedding(5, 3),
+          nn.PReLU(3, init=0.1), nn.LayerNorm((2, 3)), nn.BatchNorm(3, momentum=0.2),
+          nn.GroupNorm(2, 4), nn.RMSNorm(4), nn.MultiHeadAttention(8, 2, causal=True),
+          nn.LSTM(3, 4), nn.RNN(3, 4, nonlinearity="relu"), nn.MaxPool2D(2),
+          nn.AvgPool1D(3, stride=1, padding=1), nn.Dropout(0.3), nn.LeakyReLU(0.2),
+          nn.GELU(approximate=True), nn.Softmax(axis=1), nn.Reshape((2, -1)),
+          nn.Residual(nn.Linear(2, 2)), nn.Parallel([nn.ReLU(), nn.Tanh()], combine="sum"),
+          nn.Net([nn.Linear(2, 2), nn.Net([nn.ReLU()])])]
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: type(layer).__name__)
+def test_layers_are_honest_dataclasses(layer):
+    """Every field is a constructor argument: the repr is a valid call that rebuilds the
+    layer, and dataclasses.replace works."""
+    import dataclasses
+
+    assert eval(repr(layer), vars(nn)) == layer
+    assert dataclasses.replace(layer) == layer
+    fields = {f.name for f in dataclasses.fields(layer)}
+    if "weight_init" in fields:
+        changed = dataclasses.replace(layer, weight_init="zeros")
+        assert not np.any(np.asarray(changed.init(jax.random.key(0))["W"]))
+
+
+def test_an_argument_and_its_field_name_cannot_both_be_given():
+    from minitorch.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=r"Linear: give init= or weight_init= .*not both"):
+        nn.Linear(2, 3, init="xavier", weight_init="zeros")
+    assert nn.Linear(2, 3, weight_init="zeros").weight_init == "zeros"

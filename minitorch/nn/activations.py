@@ -24,6 +24,7 @@ from minitorch.nn.core import (
     float_dtype,
     positive_int,
     real,
+    renamed_argument,
     set_fields,
 )
 
@@ -143,7 +144,9 @@ class PReLU(Layer):
     slope_init: float
     dtype: Any
 
-    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = jnp.float32):
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = jnp.float32,
+                 *, slope_init: float | None = None):
+        init = renamed_argument("PReLU", "init", init, 0.25, "slope_init", slope_init)
         set_fields(self, num_parameters=positive_int(num_parameters, "num_parameters", "PReLU"),
                    slope_init=real(init, "init", "PReLU"),
                    dtype=float_dtype(dtype, "PReLU"))

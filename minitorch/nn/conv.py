@@ -27,6 +27,7 @@ from minitorch.nn.core import (
     flag,
     float_dtype,
     positive_int,
+    renamed_argument,
     resolve_padding,
     set_fields,
     spatial_axes,
@@ -76,8 +77,9 @@ class _Conv(Layer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...],
                  stride: int | tuple[int, ...] = 1, padding: Padding = 0, *,
                  dilation: int | tuple[int, ...] = 1, groups: int = 1, bias: bool = True,
-                 init: Any = "he", dtype: Any = jnp.float32):
+                 init: Any = "he", dtype: Any = jnp.float32, weight_init: Any = None):
         owner, n = type(self).__name__, self.spatial
+        init = renamed_argument(owner, "init", init, "he", "weight_init", weight_init)
         in_channels, out_channels, groups = _check_groups(owner, in_channels, out_channels,
                                                           groups)
         kernel_size = as_tuple(kernel_size, n, "kernel_size", owner)
@@ -214,8 +216,9 @@ class ConvTranspose2D(Layer):
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, *,
                  output_padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
                  groups: int = 1, bias: bool = True, init: Any = "he",
-                 dtype: Any = jnp.float32):
+                 dtype: Any = jnp.float32, weight_init: Any = None):
         owner = "ConvTranspose2D"
+        init = renamed_argument(owner, "init", init, "he", "weight_init", weight_init)
         in_channels, out_channels, groups = _check_groups(owner, in_channels, out_channels,
                                                           groups)
         kernel_size = as_pair(kernel_size, "kernel_size", owner)

@@ -499,8 +499,9 @@ def flag(value: Any, name: str, owner: str) -> bool:
     return bool(value)
 
 
-def float_dtype(value: Any, owner: str, name: str = "dtype") -> Any:
-    """``value`` as a floating-point ``jnp.dtype`` (params must be differentiable)."""
+def float_dtype(value: Any, owner: str, name: str = "dtype") -> str:
+    """``value``'s name (``"float32"``) if it is a floating-point dtype (params must be
+    differentiable). A name, not a ``jnp.dtype``, so that a layer's repr is a valid call."""
     try:
         dtype = jnp.dtype(value)
     except TypeError:
@@ -508,7 +509,21 @@ def float_dtype(value: Any, owner: str, name: str = "dtype") -> Any:
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
         raise ArgumentError(f"{owner}: {name} must be a floating-point dtype (float32, "
                             f"bfloat16, ...), received {value!r}")
-    return dtype
+    return dtype.name
+
+
+def renamed_argument(owner: str, argument: str, value: Any, default: Any, field: str,
+                     field_value: Any) -> Any:
+    """The value of an argument whose field has another name: ``init=`` is stored as the
+    field ``weight_init`` (a field cannot share the name of the layer's ``init`` method).
+    The constructor takes either name, so ``dataclasses.replace`` and the repr (which use
+    the field's) are valid calls; giving both is an error."""
+    if field_value is None:
+        return value
+    if value is not default and value != default:
+        raise ArgumentError(f"{owner}: give {argument}= or {field}= (the same argument), "
+                            f"not both; received {value!r} and {field_value!r}")
+    return field_value
 
 
 def param_groups(tree: Any, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:

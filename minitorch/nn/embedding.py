@@ -21,6 +21,7 @@ from minitorch.nn.core import (
     check_shape,
     float_dtype,
     positive_int,
+    renamed_argument,
     set_fields,
 )
 
@@ -51,7 +52,8 @@ class Embedding(Layer):
     dtype: Any
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, init: Any = "normal",
-                 dtype: Any = jnp.float32):
+                 dtype: Any = jnp.float32, weight_init: Any = None):
+        init = renamed_argument("Embedding", "init", init, "normal", "weight_init", weight_init)
         initializers.resolve(init, owner="Embedding")
         set_fields(self, num_embeddings=positive_int(num_embeddings, "num_embeddings", "Embedding"),
                    embedding_dim=positive_int(embedding_dim, "embedding_dim", "Embedding"),

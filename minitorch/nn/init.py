@@ -51,7 +51,9 @@ def resolve(init: str | Initializer, *, in_axis: int = -2, out_axis: int = -1,
 
 def make(init: Initializer, key: jax.Array, shape: tuple[int, ...], dtype: Any,
          owner: str) -> jax.Array:
-    """Call ``init`` and check that it returned what was asked for."""
+    """Call ``init`` with ``(key, shape, jnp.dtype)`` and check that it returned what was
+    asked for."""
+    dtype = jnp.dtype(dtype)  # layers keep the dtype's name; initialisers get the dtype
     value = jnp.asarray(init(key, shape, dtype), dtype)
     if value.shape != tuple(shape):
         raise ValueError(f"{owner}: initialiser {init!r} returned shape {value.shape}, "

@@ -20,6 +20,7 @@ from minitorch.nn.core import (
     flag,
     float_dtype,
     positive_int,
+    renamed_argument,
     set_fields,
     split_key,
 )
@@ -49,7 +50,8 @@ class Linear(Layer):
     dtype: Any
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
-                 init: Any = "he", dtype: Any = jnp.float32):
+                 init: Any = "he", dtype: Any = jnp.float32, weight_init: Any = None):
+        init = renamed_argument("Linear", "init", init, "he", "weight_init", weight_init)
         initializers.resolve(init, owner="Linear")  # fail early on an unknown name
         set_fields(self, in_features=positive_int(in_features, "in_features", "Linear"),
                    out_features=positive_int(out_features, "out_features", "Linear"),
