@@ -36,7 +36,7 @@ from minitorch.data import ArrayDataset, DataLoader
 from minitorch.epoch import EpochPlan, make_epoch, make_epoch_steps
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
-from minitorch.nn.core import Layer, Params, State, check_fits_32_bits, is_int
+from minitorch.nn.core import Layer, Params, State, check_fits_32_bits, is_int, real
 
 History = dict[str, list[float]]
 
@@ -353,9 +353,7 @@ def _examples(data: Any, name: str) -> tuple[Any, Any]:
 
 def _check_fit_arguments(net: Any, epochs: Any, batch_size: Any, seed: Any,
                          num_examples: int, telemetry_every: Any) -> None:
-    if not isinstance(net, Layer):
-        raise ArgumentError(f"fit: net must be a minitorch layer, received "
-                            f"{type(net).__name__}")
+    train.check_net("fit", net)
     check_int("fit", "epochs", epochs, 1)
     check_int("fit", "seed", seed)
     if not is_int(batch_size) or not 1 <= batch_size <= num_examples:
@@ -416,10 +414,7 @@ class EarlyStopping:
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', received {mode!r}")
         check_int("EarlyStopping", "patience", patience, 1)
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or \
-                not math.isfinite(min_delta) or min_delta < 0:
-            raise ArgumentError(f"EarlyStopping: min_delta must be a finite number >= 0, "
-                                f"received {min_delta!r}")
+        min_delta = real(min_delta, "min_delta", "EarlyStopping", minimum=0)
         self.monitor, self.patience, self.mode = monitor, patience, mode
         self.min_delta, self.restore_best, self.checkpoint = min_delta, restore_best, checkpoint
         self.best: float | None = None

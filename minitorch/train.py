@@ -395,7 +395,7 @@ def make_eval_step(net: Layer, loss: Loss, *, axis_name: Any = None,
 def predict(net: Layer, params: Params, x: Array, *, state: State = None,
             batch_size: int | None = None) -> Array:
     """``net``'s outputs on ``x`` in evaluation mode, in batches of ``batch_size`` if given."""
-    _check_net("predict", net)
+    check_net("predict", net)
     if jnp.ndim(x) == 0 or len(x) == 0:
         raise ArgumentError(f"predict: x must hold at least one example (axis 0), received "
                             f"shape {jnp.shape(x)}")
@@ -414,7 +414,7 @@ def evaluate(net: Layer, loss: Loss, params: Params, data: tuple[Array, Array], 
     """Metrics of ``net`` on all of ``data = (x, y)``: example-weighted means over batches,
     and counted metrics (:mod:`minitorch.metrics`) from counts summed over batches."""
     user_metrics = metric_fns.check(metrics, "evaluate")
-    _check_net("evaluate", net)
+    check_net("evaluate", net)
     check_int("evaluate", "batch_size", batch_size, 1)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ArgumentError(f"evaluate: data must be a pair (inputs, targets), received "
@@ -440,7 +440,8 @@ def evaluate(net: Layer, loss: Loss, params: Params, data: tuple[Array, Array], 
     return {**means, **metric_fns.finish(user_metrics, counts or {})}
 
 
-def _check_net(where: str, net: Any) -> None:
+def check_net(where: str, net: Any) -> None:
+    """An ArgumentError naming ``where`` unless ``net`` is a minitorch layer."""
     if not isinstance(net, Layer):
         raise ArgumentError(f"{where}: net must be a minitorch layer, received "
                             f"{type(net).__name__}")
