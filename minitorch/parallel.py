@@ -21,16 +21,33 @@ Two paths, both taking the step that ``train.make_step`` builds (or your own):
 With several processes (``jax.distributed.initialize``), ``data_mesh`` spans every
 process's devices and ``shard_batch`` assembles the global batch from each process's
 local part.
+
+Sharded parameters, when a model or its optimiser state outgrows one device: the params
+themselves are split over a mesh and the same step runs unchanged (XLA's SPMD partitioner
+inserts the collectives)::
+
+    mesh = make_mesh(data=4, model=2)
+    shardings = param_shardings(net, mesh, fsdp="data", tensor="model")
+    params = jax.jit(net.init, out_shardings=shardings)(key)   # never whole on one device
+    opt_state = opt.init(params)      # eagerly: zeros_like keeps each param's sharding
+    params, opt_state, metrics = step(params, opt_state, shard_batch(mesh, batch), key)
+
+``opt.init`` runs eagerly there on purpose: under ``jax.jit`` the params are tracers
+without a sharding, and XLA places the zeros it creates on every device.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from minitorch.errors import ArgumentError
+from minitorch.nn.core import Layer, is_int
 
 DATA_AXIS = "data"
 
@@ -92,3 +109,110 @@ def replicate_on(mesh: Mesh, tree: Any) -> Any:
         return jax.device_put(tree, sharding)
     return jax.tree.map(
         lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+
+
+def make_mesh(*, devices: Any = None, **axes: int) -> Mesh:
+    """A mesh of named axes over ``devices`` (default: every device of every process).
+
+    ``make_mesh(data=4, model=2)`` lays 8 devices out as 4 x 2; the sizes must multiply to
+    the number of devices. Axes are JAX's ``Auto`` kind, so XLA's partitioner decides how
+    every intermediate is laid out and model code needs no sharding annotations.
+
+    Raises:
+      ArgumentError: no axis, a size that is not a positive int, or sizes whose product
+        is not the number of devices.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if not axes:
+        raise ArgumentError("make_mesh: give at least one named axis, e.g. make_mesh(data=8)")
+    for name, size in axes.items():
+        if not is_int(size) or size < 1:
+            raise ArgumentError(f"make_mesh: axis {name!r} must have a positive int size, "
+                                f"received {size!r}")
+    if math.prod(axes.values()) != len(devices):
+        raise ArgumentError(f"make_mesh: the axis sizes {dict(axes)} multiply to "
+                            f"{math.prod(axes.values())}, but there are {len(devices)} devices")
+    grid = np.asarray(devices, dtype=object).reshape(tuple(axes.values()))
+    return Mesh(grid, tuple(axes), axis_types=(AxisType.Auto,) * len(axes))
+
+
+def _axis_size(mesh: Mesh, name: str | None, argument: str) -> int:
+    if name is None:
+        return 1
+    if name not in mesh.shape:
+        raise ArgumentError(f"param_shardings: {argument}={name!r} is not an axis of the mesh; "
+                            f"its axes are {list(mesh.axis_names)}")
+    return mesh.shape[name]
+
+
+def _partition(shape: tuple[int, ...], tensor_axis: int | None, tensor: str | None,
+               tensor_size: int, fsdp: str | None, fsdp_size: int) -> PartitionSpec:
+    """One param's layout: its declared axis over ``tensor`` (when divisible), then its
+    largest remaining axis that ``fsdp`` divides (the first of equals)."""
+    parts: list[str | None] = [None] * len(shape)
+    if tensor is not None and tensor_axis is not None and shape[tensor_axis] % tensor_size == 0:
+        parts[tensor_axis] = tensor
+    if fsdp is not None:
+        free = [i for i in range(len(shape))
+                if parts[i] is None and shape[i] % fsdp_size == 0 and shape[i] >= fsdp_size]
+        if free:
+            parts[max(free, key=lambda i: (shape[i], -i))] = fsdp
+    return PartitionSpec(*parts)
+
+
+def _paths(tree: Any, is_leaf: Any) -> list[str]:
+    return [jax.tree_util.keystr(path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]]
+
+
+def param_shardings(layer: Layer, mesh: Mesh, *, fsdp: str | None = None,
+                    tensor: str | None = None) -> Any:
+    """``NamedSharding`` s shaped like ``layer``'s params, splitting them over ``mesh``.
+
+    Args:
+      layer: a layer or net.
+      mesh: the mesh (:func:`make_mesh`).
+      fsdp: a mesh axis over which every param's largest axis that it divides is split
+        (fully sharded data parallelism); params it divides no axis of stay replicated.
+      tensor: a mesh axis for tensor (Megatron) parallelism: each param is split along the
+        axis its layer declares (:meth:`minitorch.nn.Layer.tensor_axes`: attention by
+        heads, a widening ``Linear`` by columns, a narrowing one by rows, convolutions by
+        output channels; norms whole), when the axis size divides it.
+
+    Neither axis: every param replicated. With both, a param's tensor axis is taken first
+    and FSDP splits the largest of the others. Use the result as
+    ``jax.jit(net.init, out_shardings=shardings)(key)``; the step then runs unchanged.
+
+    Example:
+      >>> import jax
+      >>> from minitorch import nn, parallel
+      >>> mesh = parallel.make_mesh(model=1, devices=jax.devices()[:1])
+      >>> shardings = parallel.param_shardings(nn.Net([nn.Linear(4, 8)]), mesh, tensor="model")
+      >>> shardings[0]["W"].spec
+      P(None, 'model')
+    """
+    if fsdp is not None and fsdp == tensor:
+        raise ArgumentError(f"param_shardings: fsdp and tensor must be different mesh axes, "
+                            f"both are {fsdp!r}")
+    fsdp_size = _axis_size(mesh, fsdp, "fsdp")
+    tensor_size = _axis_size(mesh, tensor, "tensor")
+    spec = layer.param_spec
+    axes = layer.tensor_axes()
+    is_none = lambda x: x is None  # noqa: E731 - None marks a param kept whole
+    if _paths(axes, is_none) != _paths(spec, None):
+        raise TypeError(f"param_shardings: {type(layer).__name__}.tensor_axes() must be shaped "
+                        f"like its params {_paths(spec, None)}, received {_paths(axes, is_none)}")
+    return jax.tree.map(
+        lambda leaf, axis: NamedSharding(mesh, _partition(tuple(leaf.shape), axis, tensor,
+                                                          tensor_size, fsdp, fsdp_size)),
+        spec, axes, is_leaf=is_none)
+
+
+def bytes_per_device(tree: Any) -> dict[Any, int]:
+    """How many bytes of ``tree``'s arrays each device holds (every shard counted where it
+    lives, replicas included)."""
+    held: dict[Any, int] = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return held

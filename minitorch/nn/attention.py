@@ -89,6 +89,17 @@ class MultiHeadAttention(Layer):
                 params[name]["b"] = jnp.zeros((e,), self.dtype)
         return params
 
+    def tensor_axes(self) -> Params:
+        """Split by heads: ``q``, ``k``, ``v`` by columns (their outputs are the heads, head
+        after head), ``o`` by rows, so each device attends with its own heads and one
+        all-reduce sums the output projection."""
+        column, row = {"W": 1, "b": 0}, {"W": 0, "b": None}
+        axes = {name: dict(row if name == "o" else column) for name in PROJECTIONS}
+        if not self.bias:
+            for entry in axes.values():
+                del entry["b"]
+        return axes
+
     def apply(self, params: Params, x: Array | tuple[Array, Array], *,
               key: PRNGKey | None = None, train: bool = False,
               mask: Array | None = None) -> Array:

@@ -103,6 +103,15 @@ class Layer:
         single unnamed sub-layer, whose errors need no extra level."""
         return [(label_of(name), layer) for name, layer in self.children()]
 
+    def tensor_axes(self) -> Any:
+        """For tensor parallelism (``parallel.param_shardings(..., tensor=)``): a tree shaped
+        like the params holding, per param, the axis split over the mesh's tensor axis, or
+        None to keep it whole. Nothing is split by default; a container gathers its
+        sub-layers' choices, and a layer with weights worth splitting (``Linear``,
+        convolutions, attention, recurrent layers, ``Embedding``) declares its own,
+        Megatron-style."""
+        return jax.tree.map(lambda _: None, self.param_spec)
+
     @functools.cached_property
     def param_spec(self) -> Params:
         """Shapes and dtypes ``init`` creates (``jax.ShapeDtypeStruct`` leaves); no FLOPs spent."""
@@ -308,6 +317,9 @@ class Container(Layer):
 
     def init_state(self) -> State:
         return self.pack([layer.init_state() for _, layer in self.children()])
+
+    def tensor_axes(self) -> Any:
+        return self.pack([layer.tensor_axes() for _, layer in self.children()])
 
     def apply(self, params: Params, x: Any, *, key: PRNGKey | None = None,
               train: bool = False, state: State = None, **kwargs: Any) -> Any:

@@ -65,6 +65,10 @@ class Embedding(Layer):
         shape = (self.num_embeddings, self.embedding_dim)
         return {"W": initializers.make(w_init, key, shape, self.dtype, "Embedding")}
 
+    def tensor_axes(self) -> Params:
+        """The table is split by rows (vocabulary-parallel, as Megatron's embedding)."""
+        return {"W": 0}
+
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False, attend: bool = False) -> Array:
         check_params(self, params)

@@ -72,6 +72,11 @@ class _Recurrent(Layer):
         return {name: jax.random.uniform(k, shape, self.dtype, -bound, bound)
                 for (name, shape), k in zip(shapes.items(), keys)}
 
+    def tensor_axes(self) -> Params:
+        """Split by gate columns (``W_ih``, ``W_hh`` axis 1 and the biases)."""
+        axes = {"W_ih": 1, "W_hh": 1}
+        return {**axes, "b_ih": 0, "b_hh": 0} if self.bias else axes
+
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False, initial: Carry | None = None) -> Array:
         check_params(self, params)
