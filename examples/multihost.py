@@ -1,8 +1,14 @@
-"""Data-parallel training across processes ("hosts") with `jax.distributed`.
+"""Training across processes ("hosts") with `jax.distributed`: data parallel, then FSDP.
 
 Run without arguments, it launches two worker processes of itself on 127.0.0.1, each
-with 2 CPU devices (4 devices in all), trains the digits MLP data-parallel over a mesh
-spanning both processes, and checks that both end with bit-identical params:
+with 2 CPU devices (4 devices in all), and on a mesh spanning both processes
+
+1. trains the digits MLP data-parallel (params replicated) and checks that both
+   processes end with bit-identical params;
+2. trains it again with its params and optimiser state split over all 4 devices (FSDP:
+   no process holds a whole weight), checks the result against the same steps on one
+   device, saves a checkpoint from both processes (each writes the shards it holds) and
+   restores it onto the shardings:
 
     python examples/multihost.py
 
@@ -20,16 +26,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 
 STEPS = 30
 GLOBAL_BATCH = 64
 LOCAL_DEVICES = 2
 
 
-def worker(process_id: int, num_processes: int, coordinator: str) -> None:
+def worker(process_id: int, num_processes: int, coordinator: str, directory: str) -> None:
     # CPU only: split each process's CPU into devices, and use gloo for collectives.
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
     import jax
@@ -64,10 +72,69 @@ def worker(process_id: int, num_processes: int, coordinator: str) -> None:
             print(f"process {process_id}: step {i:2d} loss {float(metrics['loss']):.4f}",
                   flush=True)
     local_params = [np.asarray(leaf.addressable_data(0)) for leaf in jax.tree.leaves(params)]
-    digest = hashlib.sha256(b"".join(a.tobytes() for a in local_params)).hexdigest()
     print(f"process {process_id}: {jax.device_count()} devices, {jax.process_count()} "
-          f"processes, params sha256 {digest}", flush=True)
+          f"processes, params sha256 {digest(local_params)}", flush=True)
+    fsdp(process_id, num_processes, directory, (images, labels))
     jax.distributed.shutdown()
+
+
+def digest(arrays) -> str:
+    return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+
+
+def fsdp(process_id: int, num_processes: int, directory: str, data) -> None:
+    """The same training with params and optimiser state split over every device."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from minitorch import checkpoint, losses, nn, optim, parallel, train
+
+    images, labels = data
+    net = nn.Net([nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)])
+    opt = optim.sgd(0.1, momentum=0.9)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt)
+    mesh = parallel.make_mesh(data=jax.device_count())
+    shardings = parallel.param_shardings(net, mesh, fsdp="data")
+    params = jax.jit(net.init, out_shardings=shardings)(jax.random.key(0))
+    opt_state = opt.init(params)  # eagerly: each buffer keeps its param's sharding
+    whole = jax.jit(net.init)(jax.random.key(0))  # the reference: one device, same steps
+    reference = {"params": whole, "opt_state": opt.init(whole)}
+    one_device = train.make_step(net, losses.softmax_cross_entropy, opt)
+    rng = np.random.default_rng(1)
+    local = GLOBAL_BATCH // num_processes
+    for _ in range(STEPS):
+        rows = rng.choice(len(images), GLOBAL_BATCH, replace=False)
+        mine = rows[process_id * local:(process_id + 1) * local]
+        params, opt_state, _ = step(params, opt_state,
+                                    parallel.shard_batch(mesh, (images[mine], labels[mine])),
+                                    None)
+        jax.block_until_ready(params)
+        reference["params"], reference["opt_state"], _ = one_device(
+            reference["params"], reference["opt_state"], (images[rows], labels[rows]), None)
+    held = max(parallel.bytes_per_device((params, opt_state)).values())
+    total = sum(leaf.nbytes for leaf in jax.tree.leaves((params, opt_state)))
+    gathered = multihost_utils.process_allgather(params, tiled=True)  # only to compare
+    error = max(float(np.abs(a - np.asarray(b)).max())
+                for a, b in zip(jax.tree.leaves(gathered), jax.tree.leaves(reference["params"])))
+    print(f"process {process_id}: fsdp params sha256 {digest(jax.tree.leaves(gathered))}, "
+          f"largest device holds {held / total:.2f} of params + momentum, "
+          f"max |fsdp - one device| {error:.1e}", flush=True)
+
+    template = {"params": params, "opt_state": opt_state}
+    with checkpoint.CheckpointManager(directory, keep=2) as manager:
+        written = manager.save(STEPS, template)  # this process's part: the shards it holds
+        multihost_utils.sync_global_devices("checkpoint written")  # every part on disk
+        step, (restored, _) = manager.restore_latest(template, shardings=jax.tree.map(
+            lambda a: a.sharding, template))
+    same = all(
+        a.sharding.is_equivalent_to(b.sharding, a.ndim)
+        and all(np.array_equal(x.data, y.data)
+                for x, y in zip(a.addressable_shards, b.addressable_shards))
+        for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(template)))
+    ok = same and step == STEPS and error < 1e-5
+    print(f"process {process_id}: wrote {os.path.basename(written)}; fsdp checks "
+          f"{'passed' if ok else 'FAILED'} (restored onto the shardings: {same})", flush=True)
 
 
 def free_port() -> int:
@@ -79,23 +146,28 @@ def free_port() -> int:
 def launch(num_processes: int) -> int:
     coordinator = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    workers = [subprocess.Popen([sys.executable, __file__, "--process-id", str(i),
-                                 "--num-processes", str(num_processes),
-                                 "--coordinator", coordinator],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env) for i in range(num_processes)]
-    outputs = []
-    for process in workers:
-        out, _ = process.communicate(timeout=600)
-        outputs.append((process.returncode, out))
-    digests = set()
+    with tempfile.TemporaryDirectory() as directory:
+        workers = [subprocess.Popen([sys.executable, __file__, "--process-id", str(i),
+                                     "--num-processes", str(num_processes),
+                                     "--coordinator", coordinator, "--directory", directory],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=env) for i in range(num_processes)]
+        outputs = []
+        for process in workers:
+            out, _ = process.communicate(timeout=600)
+            outputs.append((process.returncode, out))
+    digests: dict[str, set[str]] = {"processes, params": set(), "fsdp params": set()}
     for _, out in outputs:
         sys.stdout.write(out)
-        digests.update(line.rsplit(" ", 1)[-1] for line in out.splitlines() if "sha256" in line)
-    ok = all(code == 0 for code, _ in outputs) and len(digests) == 1
+        for kind, digest_text in re.findall(r"(processes, params|fsdp params) sha256 (\w+)", out):
+            digests[kind].add(digest_text)
+    ran = all(code == 0 for code, _ in outputs)
+    identical = ran and all(len(found) == 1 for found in digests.values())
+    fsdp_ok = ran and all(out.count("fsdp checks passed") == 1 for _, out in outputs)
     print(f"multihost: {num_processes} processes, params identical on all: "
-          f"{'yes' if ok else 'NO'}")
-    return 0 if ok else 1
+          f"{'yes' if identical else 'NO'}; FSDP equal to one device, checkpoint restored "
+          f"onto its shardings: {'yes' if fsdp_ok else 'NO'}")
+    return 0 if identical and fsdp_ok else 1
 
 
 def main() -> int:
@@ -103,10 +175,11 @@ def main() -> int:
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--num-processes", type=int, default=2)
     parser.add_argument("--coordinator")
+    parser.add_argument("--directory", help="where the workers write the FSDP checkpoint")
     args = parser.parse_args()
     if args.process_id is None:
         return launch(args.num_processes)
-    worker(args.process_id, args.num_processes, args.coordinator)
+    worker(args.process_id, args.num_processes, args.coordinator, args.directory)
     return 0
 
 

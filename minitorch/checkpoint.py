@@ -17,6 +17,16 @@ shape and byte range against the file, the record's fields and format version, a
 :func:`load`) every shape and dtype against your template. Any failure is a
 :class:`CheckpointError` naming the file and the cause.
 
+Sharded arrays are written without being gathered on one device: each shard is copied to
+the host where its device holds it. With several processes (``jax.distributed``), each
+process writes its own part, ``name.part-I-of-N.safetensors``, holding the shards its
+devices hold (each shard once, by the process with its first replica), stored under
+``path@start`` (``['params'][0]['W']@0,512``) with the record's ``"shards"`` naming the
+leaf, the shard's offset and the whole array's shape. :func:`load` reads one file or all
+parts (every part must be present and the shards must tile each array exactly), and with
+``shardings=`` places each array straight onto its sharding, every device reading only its
+own slice from the files (memory-mapped), on any number of processes.
+
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the
 target, so a crash leaves either the old file or the new one, never half of one.
 :class:`CheckpointManager` keeps the last ``keep`` checkpoints of a run and finds the
@@ -91,15 +101,59 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Pa
     """
     path = Path(path)
     keys: dict[str, str] = {}
-    arrays = {}
-    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = jax.tree_util.keystr(key_path)
-        arrays[name] = _encode(name, leaf, keys)
-    record = {"format": FORMAT, "order": list(arrays), "keys": keys, "metadata": metadata or {}}
+    leaves = [(jax.tree_util.keystr(key_path), leaf)
+              for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    record: dict[str, Any] = {"format": FORMAT, "keys": keys, "metadata": metadata or {}}
+    if jax.process_count() == 1:
+        # A sharded array comes to the host shard by shard (np.asarray copies each
+        # device's shard into its place), never gathered on a device.
+        arrays = {name: _encode(name, leaf, keys) for name, leaf in leaves}
+    else:
+        arrays, record["shards"] = _local_shards(leaves, keys)
+        record["leaves"] = [name for name, _ in leaves]
+        record["part"] = [jax.process_index(), jax.process_count()]
+        path = part_path(path, jax.process_index(), jax.process_count())
+    record["order"] = list(arrays)
     try:
         header = {RECORD: json.dumps(record)}
     except (TypeError, ValueError) as err:
         raise TypeError(f"checkpoint.save: metadata must be JSON-serialisable: {err}") from None
+    _write(path, arrays, header)
+    return path
+
+
+def part_path(path: str | os.PathLike, index: int, count: int) -> Path:
+    """The file process ``index`` of ``count`` writes for checkpoint ``path``:
+    ``ckpt.safetensors`` -> ``ckpt.part-0-of-2.safetensors``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.part-{index}-of-{count}{path.suffix}")
+
+
+def _local_shards(leaves: list[tuple[str, Any]], keys: dict[str, str]
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The shards this process writes (those whose first replica it holds), each stored
+    as ``name@start`` with its leaf, offset and the whole array's shape in ``shards``."""
+    arrays, shards = {}, {}
+    for name, leaf in leaves:
+        pieces: list[tuple[tuple[slice, ...], Any]]
+        if not isinstance(leaf, jax.Array):  # host values: every process has them whole
+            pieces = [((), leaf)] if jax.process_index() == 0 else []
+        else:
+            pieces = [(shard.index, shard.data) for shard in leaf.addressable_shards
+                      if shard.replica_id == 0]
+        for index, data in pieces:
+            array = _encode(name, data, keys)
+            start = [sl.start or 0 for sl in index] + [0] * (array.ndim - len(index))
+            tensor = f"{name}@{','.join(map(str, start))}"
+            if name in keys:
+                keys[tensor] = keys.pop(name)
+            arrays[tensor] = array
+            shape = list(np.shape(leaf)) + list(array.shape[len(np.shape(leaf)):])
+            shards[tensor] = {"leaf": name, "start": start, "shape": shape}
+    return arrays, shards
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray], header: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -112,7 +166,6 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Pa
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -183,6 +236,8 @@ def _check_record(record: Any, names: set[str]) -> dict:
                                            for k, v in keys.items()),
             "the record's 'keys' is not an object of tensor name -> key implementation")
     _expect(isinstance(record.get("metadata"), dict), "the record's 'metadata' is not an object")
+    if "shards" in record:
+        _check_parts(record, names)
     return record
 
 
@@ -245,16 +300,6 @@ def _read_header(f, size: int) -> tuple[dict[str, _Entry], dict]:
     return {name: entries[name] for name in record["order"]}, record
 
 
-def _read_data(f, entry: _Entry, start: int, path: Path) -> Any:
-    f.seek(start + entry.begin)
-    array = np.frombuffer(f.read(entry.end - entry.begin), entry.dtype).reshape(entry.shape)
-    array = array.astype(entry.dtype.newbyteorder("="), copy=False)
-    if entry.key_impl is not None:
-        return jax.random.wrap_key_data(jnp.asarray(array), impl=entry.key_impl)
-    check_fits_32_bits(array, f"{path}: {entry.name}", CheckpointError)
-    return jnp.asarray(array)
-
-
 @contextlib.contextmanager
 def _opened(path: Path):
     """Yields ``(file, header entries, record, data start)``; every fault a CheckpointError."""
@@ -269,46 +314,241 @@ def _opened(path: Path):
         raise CheckpointError(f"{path}: unreadable checkpoint: {err}") from None
 
 
+class _Piece(NamedTuple):
+    """A stored tensor: the whole of a leaf, or one shard of it at ``start``."""
+
+    path: Path
+    data_start: int  # where the file's tensor bytes begin
+    entry: _Entry
+    start: tuple[int, ...]
+
+
+class _Leaf(NamedTuple):
+    """One leaf of the saved tree: its whole shape and the pieces that tile it."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    key_impl: str | None
+    pieces: list[_Piece]
+
+    def abstract(self) -> jax.ShapeDtypeStruct:
+        return _Entry(self.name, self.dtype, self.shape, 0, 0, self.key_impl).abstract()
+
+
+def _files(path: Path) -> list[Path]:
+    """``path``, or when only parts were written (several processes), every part in order."""
+    pattern = re.compile(rf"^{re.escape(path.stem)}\.part-(\d+)-of-(\d+){re.escape(path.suffix)}$")
+    if path.exists() or not path.parent.is_dir():
+        return [path]
+    found = {(int(m.group(1)), int(m.group(2))): p for p in path.parent.iterdir()
+             if (m := pattern.match(p.name))}
+    counts = sorted({count for _, count in found})
+    if not counts:
+        return [path]  # missing: _opened says so
+    if len(counts) > 1:
+        raise CheckpointError(f"{path}: parts written by runs of {counts} processes")
+    missing = [i for i in range(counts[0]) if (i, counts[0]) not in found]
+    if missing:
+        raise CheckpointError(f"{path}: part(s) {missing} of {counts[0]} missing (still being "
+                              f"written by another process, or lost)")
+    return [found[(i, counts[0])] for i in range(counts[0])]
+
+
+def _check_parts(record: dict, names: set[str]) -> None:
+    """The extra fields of one process's part: which leaf and where each shard is."""
+    part, leaves, shards = record.get("part"), record.get("leaves"), record["shards"]
+    _expect(isinstance(part, list) and len(part) == 2 and all(is_int(v) for v in part)
+            and 0 <= part[0] < part[1], "the record's 'part' is not [index, count]")
+    _expect(isinstance(leaves, list) and all(isinstance(n, str) for n in leaves)
+            and len(set(leaves)) == len(leaves), "the record's 'leaves' is not a list of names")
+    assert isinstance(leaves, list)
+    _expect(isinstance(shards, dict) and set(shards) == names,
+            "the record's 'shards' does not describe each tensor once")
+    for tensor, info in shards.items():
+        ok = isinstance(info, dict) and set(info) == {"leaf", "start", "shape"}
+        ok = ok and info["leaf"] in leaves and all(
+            isinstance(info[k], list) and all(is_int(v) and v >= 0 for v in info[k])
+            for k in ("start", "shape")) and len(info["start"]) == len(info["shape"])
+        _expect(ok, f"{tensor}: its shard record is not {{leaf, start, shape}} of a listed leaf")
+
+
+def _add_piece(leaves: dict[str, _Leaf], name: str, piece: _Piece, shape: tuple[int, ...]) -> None:
+    entry = piece.entry
+    leaf = leaves.setdefault(name, _Leaf(name, entry.dtype, shape, entry.key_impl, []))
+    _expect((leaf.dtype, leaf.shape, leaf.key_impl) == (entry.dtype, shape, entry.key_impl),
+            f"{entry.name}: its dtype or shape differs from the leaf's other shards")
+    _expect(len(entry.shape) == len(shape) and all(
+        s + n <= d for s, n, d in zip(piece.start, entry.shape, shape)),
+        f"{entry.name}: a {list(entry.shape)} shard at {list(piece.start)} lies outside "
+        f"{name}'s shape {list(shape)}")
+    leaf.pieces.append(piece)
+
+
+def _check_tiling(leaf: _Leaf) -> None:
+    """The shards must cover the leaf exactly: no element missing, none twice."""
+    boxes = [(p.start, p.entry.shape) for p in leaf.pieces]
+    for i, (a, a_shape) in enumerate(boxes):
+        for b, b_shape in boxes[i + 1:]:
+            _expect(math.prod(a_shape) == 0 or math.prod(b_shape) == 0 or not all(
+                max(x, y) < min(x + n, y + m) for x, n, y, m in zip(a, a_shape, b, b_shape)),
+                f"{leaf.name}: shards at {list(a)} and {list(b)} overlap")
+    held = sum(math.prod(shape) for _, shape in boxes)
+    _expect(held == math.prod(leaf.shape), f"{leaf.name}: its shards hold {held} elements, "
+                                           f"the array {math.prod(leaf.shape)} (a shard missing)")
+
+
+def _collect(path: Path) -> tuple[dict[str, _Leaf], dict]:
+    """Every leaf of the checkpoint at ``path`` (one file or all parts), headers checked,
+    no data read; and the record."""
+    files = _files(path)
+    leaves: dict[str, _Leaf] = {}
+    first: dict | None = None
+    for index, file in enumerate(files):
+        with _opened(file) as (_, entries, record, data_start):
+            pass
+        try:
+            if first is None and "shards" not in record:
+                _expect(len(files) == 1, "a whole checkpoint among parts")
+                return {name: _Leaf(name, e.dtype, e.shape, e.key_impl,
+                                    [_Piece(file, data_start, e, (0,) * len(e.shape))])
+                        for name, e in entries.items()}, record
+            _expect("shards" in record and record["part"] == [index, len(files)],
+                    f"not part {index} of {len(files)}")
+            first = first or record
+            _expect(record["leaves"] == first["leaves"]
+                    and record["metadata"] == first["metadata"],
+                    "its leaves or metadata differ from the first part's")
+            for tensor, entry in entries.items():
+                info = record["shards"][tensor]
+                _add_piece(leaves, info["leaf"], _Piece(file, data_start, entry,
+                                                        tuple(info["start"])),
+                           tuple(info["shape"]))
+        except ValueError as err:
+            raise CheckpointError(f"{file}: unreadable checkpoint: {err}") from None
+    assert first is not None
+    try:
+        for name in first["leaves"]:
+            _expect(name in leaves, f"{name}: no part holds it")
+            _check_tiling(leaves[name])
+    except ValueError as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint: {err}") from None
+    return {name: leaves[name] for name in first["leaves"]}, first
+
+
+def _mapped(piece: _Piece) -> np.ndarray:
+    entry = piece.entry
+    if entry.end == entry.begin:
+        return np.empty(entry.shape, entry.dtype)
+    return np.memmap(piece.path, entry.dtype, "r", piece.data_start + entry.begin, entry.shape)
+
+
+def _slice_of(leaf: _Leaf, index: tuple[slice, ...]) -> np.ndarray:
+    """``whole[index]`` assembled on the host from the pieces it overlaps; nothing else read."""
+    bounds = [(0 if sl.start is None else sl.start, size if sl.stop is None else sl.stop)
+              for sl, size in zip(index, leaf.shape)]
+    bounds += [(0, size) for size in leaf.shape[len(bounds):]]
+    out = np.empty([hi - lo for lo, hi in bounds], leaf.dtype.newbyteorder("="))
+    if out.size == 0:
+        return out
+    for piece in leaf.pieces:
+        lo = [max(a, s) for (a, _), s in zip(bounds, piece.start)]
+        hi = [min(b, s + n) for (_, b), s, n in zip(bounds, piece.start, piece.entry.shape)]
+        if any(low >= high for low, high in zip(lo, hi)):
+            continue
+        source = tuple(slice(low - s, high - s) for low, high, s in zip(lo, hi, piece.start))
+        target = tuple(slice(low - a, high - a) for low, high, (a, _) in zip(lo, hi, bounds))
+        out[target] = _mapped(piece)[source]
+    return out
+
+
+def _value(leaf: _Leaf, path: Path, sharding: jax.sharding.Sharding | None) -> Any:
+    """The leaf as a JAX array, placed on ``sharding`` (each device given its slice only)."""
+    if leaf.key_impl is not None:
+        key = jax.random.wrap_key_data(jnp.asarray(_slice_of(leaf, ())), impl=leaf.key_impl)
+        return key if sharding is None else jax.device_put(key, sharding)
+    dtype = jax.dtypes.canonicalize_dtype(leaf.dtype)
+
+    def fetch(index: tuple[slice, ...] | None) -> np.ndarray:
+        array = _slice_of(leaf, index or ())
+        check_fits_32_bits(array, f"{path}: {leaf.name}", CheckpointError)
+        return array.astype(dtype, copy=False)
+
+    if sharding is None:
+        return jnp.asarray(fetch(()))
+    return jax.make_array_from_callback(leaf.shape, sharding, fetch)
+
+
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict]:
     """The flat ``{path: array}`` contents and the metadata of a checkpoint, without a template."""
-    with _opened(Path(path)) as (f, entries, record, start):
-        flat = {name: _read_data(f, entry, start, Path(path)) for name, entry in entries.items()}
-    return flat, record["metadata"]
+    leaves, record = _collect(Path(path))
+    return {name: _value(leaf, Path(path), None) for name, leaf in leaves.items()}, \
+        record["metadata"]
 
 
 def verify(path: str | os.PathLike) -> dict:
-    """Check a checkpoint's header against its file (no data read); returns its metadata."""
-    with _opened(Path(path)) as (_, _, record, _):
-        return record["metadata"]
+    """Check a checkpoint's headers (every part's) against its files, no data read; returns
+    its metadata."""
+    return _collect(Path(path))[1]["metadata"]
 
 
-def _compare(path: Path, entries: dict[str, _Entry], names: list[str], leaves: list) -> None:
-    missing = [n for n in names if n not in entries]
-    extra = [n for n in entries if n not in set(names)]
+def _compare(path: Path, leaves: dict[str, _Leaf], names: list[str], template: list) -> None:
+    missing = [n for n in names if n not in leaves]
+    extra = [n for n in leaves if n not in set(names)]
     if missing or extra:
         raise CheckpointError(f"{path}: structure mismatch: missing {missing[:5]}"
                               f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}"
                               f"{'...' if len(extra) > 5 else ''}")
-    for name, want in zip(names, leaves):
-        got = entries[name].abstract()
+    for name, want in zip(names, template):
+        got = leaves[name].abstract()
         want_shape, want_dtype = tuple(jnp.shape(want)), jnp.result_type(want)
         if want_shape != got.shape or want_dtype != got.dtype:
             raise CheckpointError(f"{path}: {name} expected {want_dtype}{list(want_shape)}, "
                                   f"found {got.dtype}{list(got.shape)}")
 
 
-def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
+def _per_leaf(shardings: Any, count: int) -> list[Any]:
+    if shardings is None:
+        return [None] * count
+    if isinstance(shardings, jax.sharding.Sharding):
+        return [shardings] * count
+    is_sharding = lambda x: isinstance(x, jax.sharding.Sharding)  # noqa: E731
+    flat = jax.tree.leaves(shardings, is_leaf=is_sharding)
+    if len(flat) != count or not all(is_sharding(s) for s in flat):
+        raise TypeError(f"checkpoint.load: shardings must be one Sharding or a tree of them "
+                        f"shaped like the template ({count} leaves), received "
+                        f"{jax.tree.structure(shardings, is_leaf=is_sharding)}")
+    return flat
+
+
+def load(path: str | os.PathLike, template: Any, *, shardings: Any = None
+         ) -> tuple[Any, dict]:
     """Load ``path`` into the structure of ``template``; returns ``(tree, metadata)``.
 
     Every name, shape and dtype is compared with the template before any data is read;
     raises CheckpointError naming the first parameter path that differs.
+
+    Args:
+      path: the checkpoint; when several processes saved it, ``path`` names the set of
+        parts (``ckpt.safetensors`` reads ``ckpt.part-*-of-N.safetensors``).
+      template: a tree like the saved one (arrays or ``jax.ShapeDtypeStruct`` s).
+      shardings: None (each leaf one array on the default device), one ``Sharding`` for
+        every leaf, or a tree of them like the template (e.g. from
+        ``parallel.param_shardings``): each array is built on its sharding, every device
+        reading only its own slice of the file, on any number of processes.
     """
     path = Path(path)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    names = [jax.tree_util.keystr(key_path) for key_path, _ in leaves]
-    with _opened(path) as (f, entries, record, start):
-        _compare(path, entries, names, [leaf for _, leaf in leaves])
-        values = [_read_data(f, entries[name], start, path) for name in names]
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    names = [jax.tree_util.keystr(key_path) for key_path, _ in flat]
+    targets = _per_leaf(shardings, len(names))
+    leaves, record = _collect(path)
+    _compare(path, leaves, names, [leaf for _, leaf in flat])
+    try:
+        values = [_value(leaves[name], path, target) for name, target in zip(names, targets)]
+    except (OSError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: unreadable checkpoint: {err}") from None
     return jax.tree_util.tree_unflatten(treedef, values), record["metadata"]
 
 
@@ -330,7 +570,7 @@ class CheckpointManager:
             step, (tree, meta) = manager.restore_latest(template)
     """
 
-    PATTERN = re.compile(r"^ckpt_(\d{8,})\.safetensors$")
+    PATTERN = re.compile(r"^ckpt_(\d{8,})(?:\.part-\d+-of-\d+)?\.safetensors$")
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
         self._lock_file: IO[str] | None = None
@@ -341,26 +581,35 @@ class CheckpointManager:
     def path(self, step: int) -> Path:
         return self.directory / f"ckpt_{_check_step(step):08d}.safetensors"
 
+    def _own(self, path: Path) -> Path:
+        """The file this process writes for ``path``: itself, or its part on several."""
+        if jax.process_count() == 1:
+            return path
+        return part_path(path, jax.process_index(), jax.process_count())
+
     def steps(self) -> list[int]:
-        """The steps of the checkpoint files present (complete or not), oldest first."""
+        """The steps of the checkpoint files (or parts) present, complete or not, oldest first."""
         if not self.directory.is_dir():
             return []
-        found = (m.group(1) for p in self.directory.iterdir() if (m := self.PATTERN.match(p.name)))
+        found = {m.group(1) for p in self.directory.iterdir()
+                 if (m := self.PATTERN.match(p.name))}
         # only canonical names: ckpt_012... is not step 12's file
         return sorted(int(digits) for digits in found if f"{int(digits):08d}" == digits)
 
     def save(self, step: int, tree: Any, metadata: dict | None = None) -> Path:
-        """Save checkpoint ``step``, then delete the oldest others beyond ``keep``."""
+        """Save checkpoint ``step``, then delete the oldest others beyond ``keep``; returns
+        the file written (on several processes, this process's part)."""
         path = self.path(step)
         with self._thread_lock:
             self._acquire()
-            for stale in self.directory.glob(".*.safetensors.*.tmp"):
+            suffix = self._own(Path("x.safetensors")).name[1:]  # this process's own files
+            for stale in self.directory.glob(f".*{suffix}.*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a writer killed mid-write
-            save(path, tree, {"step": int(step), **(metadata or {})})
+            written = save(path, tree, {"step": int(step), **(metadata or {})})
             others = [s for s in self.steps() if s != step]
             for old in others[:max(0, len(others) - (self.keep - 1))]:
-                self.path(old).unlink(missing_ok=True)
-        return path
+                self._own(self.path(old)).unlink(missing_ok=True)
+        return written
 
     @property
     def best_path(self) -> Path:
@@ -373,9 +622,9 @@ class CheckpointManager:
             self._acquire()
             return save(self.best_path, tree, metadata)
 
-    def restore_best(self, template: Any) -> tuple[Any, dict]:
+    def restore_best(self, template: Any, *, shardings: Any = None) -> tuple[Any, dict]:
         """``(tree, metadata)`` of the best checkpoint (see :meth:`save_best`)."""
-        return load(self.best_path, template)
+        return load(self.best_path, template, shardings=shardings)
 
     def latest_step(self) -> int | None:
         """The newest step whose checkpoint header checks out against its file, or None."""
@@ -387,16 +636,22 @@ class CheckpointManager:
             return step
         return None
 
-    def restore_latest(self, template: Any) -> tuple[int, tuple[Any, dict]] | None:
-        """``(step, (tree, metadata))`` of the newest complete checkpoint, or None."""
+    def restore_latest(self, template: Any, *, shardings: Any = None
+                       ) -> tuple[int, tuple[Any, dict]] | None:
+        """``(step, (tree, metadata))`` of the newest complete checkpoint (on several
+        processes: every part present), or None; ``shardings`` as for :func:`load`."""
         step = self.latest_step()
-        return None if step is None else (step, load(self.path(step), template))
+        if step is None:
+            return None
+        return step, load(self.path(step), template, shardings=shardings)
 
     def _acquire(self) -> None:
         if self._lock_file is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        lock_file = open(self.directory / ".lock", "a+")  # noqa: SIM115 (held open: the lock)
+        # One writer per directory, and on several processes one per process's parts.
+        name = ".lock" if jax.process_count() == 1 else f".lock.{jax.process_index()}"
+        lock_file = open(self.directory / name, "a+")  # noqa: SIM115 (held open: the lock)
         try:
             _lock_exclusive(lock_file)
         except OSError:
