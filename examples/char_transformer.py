@@ -5,7 +5,9 @@ held out: each name is a sequence of characters that the model predicts one at a
 (causal attention, learned positions, pre-LayerNorm blocks written as `nn.Composite`s).
 Padding is left out of the loss with `where=`. It must beat a counted bigram model and the
 MLP of examples/names_mlp.py on the held-out names (nats per character).
-Run: python examples/char_transformer.py   (exits non-zero above its bar; prints samples)
+Run: python examples/char_transformer.py [seed] [compute dtype]   (exits non-zero above its
+bar; prints samples). `python examples/char_transformer.py 0 bfloat16` trains in mixed
+precision: params float32, compute bfloat16 (`nn.MixedPrecision`), the same bar.
 """
 
 import sys
@@ -126,13 +128,18 @@ def sample(model: nn.Layer, params, vocab: datasets.CharVocab, length: int, key,
     return words
 
 
-def run(name: str, build: Callable, bar: float, seed: int, *, learning_rate: float) -> int:
-    """Train ``build(vocab_size, length)`` on the surnames and report against the baseline."""
+def run(name: str, build: Callable, bar: float, seed: int, *, learning_rate: float,
+        compute_dtype: str = "float32") -> int:
+    """Train ``build(vocab_size, length)`` on the surnames and report against the baseline;
+    with a ``compute_dtype`` other than float32, in mixed precision."""
     words = datasets.census_surnames()
     train_words, val_words = datasets.split(words, 0.1, seed=0)
     vocab = datasets.CharVocab.of(words)
     length = max(map(len, words)) + 1
     model = build(len(vocab), length)
+    if compute_dtype != "float32":
+        model = nn.MixedPrecision(model, compute_dtype)
+        name = f"{name} ({compute_dtype} compute)"
     start = time.perf_counter()
     params, loss = train_language_model(model, vocab, train_words, epochs=EPOCHS, batch=BATCH,
                                         learning_rate=learning_rate, seed=seed)
@@ -149,4 +156,6 @@ def run(name: str, build: Callable, bar: float, seed: int, *, learning_rate: flo
 
 if __name__ == "__main__":
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    sys.exit(run("char transformer", char_transformer, BAR, seed, learning_rate=3e-3))
+    compute = sys.argv[2] if len(sys.argv) > 2 else "float32"
+    sys.exit(run("char transformer", char_transformer, BAR, seed, learning_rate=3e-3,
+                 compute_dtype=compute))

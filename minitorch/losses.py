@@ -7,6 +7,9 @@ for ``mse`` and the binary losses, per example for ``softmax_cross_entropy``), a
 (``"mean"`` averages over them), as PyTorch's ``ignore_index`` for padded sequences.
 
 All stay finite for float32 logits of magnitude 1e4 and probabilities of exactly 0 and 1.
+Inputs narrower than float32 (bfloat16, float16, as mixed precision produces) are
+computed in float32, and the loss is float32; their gradients come back in the inputs'
+dtype.
 Shapes are checked at trace time; values (a probability outside [0, 1], a class id out of
 range) cannot be checked under ``jit``: an out-of-range class id gives a NaN loss.
 """
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import DTypeError, ShapeError
-from minitorch.nn.core import check_ids, real
+from minitorch.nn.core import at_least_f32, check_ids, real
 
 Array = jax.Array
 Reduction = Literal["mean", "sum", "none"]
@@ -53,6 +56,12 @@ def _mask(keep: Array | None, shape: tuple[int, ...], what: str, name: str) -> A
     return jnp.asarray(keep)
 
 
+def _at_least_f32(*arrays: Array) -> tuple[Array, ...]:
+    """The floating arrays among ``arrays`` in at least float32 (integer labels unchanged)."""
+    return tuple(at_least_f32(jnp.asarray(a)) if jnp.issubdtype(jnp.result_type(a), jnp.floating)
+                 else a for a in arrays)
+
+
 def _same_shape(a: Array, b: Array, names: tuple[str, str], where: str) -> None:
     # No broadcasting: (N, 1) against (N,) would silently become an (N, N) loss.
     if jnp.shape(a) != jnp.shape(b):
@@ -78,6 +87,7 @@ def mse(pred: Array, target: Array, *, where: Array | None = None,
     """
     _same_shape(pred, target, ("pred", "target"), "mse")
     keep = _mask(where, jnp.shape(pred), "per element", "mse")
+    pred, target = _at_least_f32(pred, target)
     return _reduce(jnp.square(pred - target), reduction, "mse", keep)
 
 
@@ -119,6 +129,7 @@ def binary_cross_entropy(probs: Array, targets: Array, *, where: Array | None = 
     _floating(targets, "targets", name)
     _same_shape(probs, targets, ("probs", "targets"), name)
     keep = _mask(where, jnp.shape(probs), "per element", name)
+    probs, targets = _at_least_f32(probs, targets)
     dtype = jnp.result_type(probs, targets)
     return _reduce(_bce(probs.astype(dtype), targets.astype(dtype)), reduction, name, keep)
 
@@ -143,6 +154,7 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, *,
     # softplus is logaddexp(x, 0), whose JVP is sigmoid(x) everywhere; the equal form
     # max(x, 0) + log1p(exp(-|x|)) lets autodiff take one-sided derivatives at x = 0.
     keep = _mask(where, jnp.shape(logits), "per element", name)
+    logits, targets = _at_least_f32(logits, targets)
     loss = jax.nn.softplus(logits) - logits * targets
     return _reduce(loss, reduction, name, keep)
 
@@ -208,6 +220,7 @@ def softmax_cross_entropy(logits: Array, labels: Array, *, where: Array | None =
         raise ShapeError(name, f"expected logits of shape (..., C), received {shape}")
     label_smoothing = real(label_smoothing, "label_smoothing", name, minimum=0, below=1)
     keep = _mask(where, shape[:-1], "the labels' batch shape", name)
+    logits, labels = _at_least_f32(logits, labels)
     label_dtype = jnp.result_type(labels)
     if jnp.issubdtype(label_dtype, jnp.integer):
         if label_shape != shape[:-1]:

@@ -1,4 +1,5 @@
-"""Optimisers as optax transforms: ``sgd`` with momentum, Nesterov and weight decay.
+"""Optimisers as optax transforms: ``sgd`` with momentum, Nesterov and weight decay, and
+``dynamic_loss_scale`` for float16 mixed precision.
 
 ``optim.sgd`` is one optax transform whose arithmetic is, step for step, that of the chain
 ``optax.add_decayed_weights(wd)``, ``optax.sgd(lr, momentum, nesterov)`` (equal to the bit,
@@ -22,6 +23,7 @@ optimiser between steps. PyTorch's ``dampening`` and ``maximize`` are not offere
 from __future__ import annotations
 
 import numbers
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -91,3 +93,72 @@ def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.0, nesterov: 
         return updates, new_state
 
     return optax.GradientTransformation(init, update)
+
+
+class LossScaleState(NamedTuple):
+    """The state of :func:`dynamic_loss_scale`: the current scale (float32), the finite
+    steps since it last changed (int32), and the wrapped optimiser's state."""
+
+    scale: jax.Array
+    good_steps: jax.Array
+    inner: Any
+
+
+def dynamic_loss_scale(optimizer: optax.GradientTransformation, *,
+                       initial_scale: float = 2.0 ** 15, growth_interval: int = 2000,
+                       factor: float = 2.0, min_scale: float = 1.0
+                       ) -> optax.GradientTransformation:
+    """Dynamic loss scaling for float16 compute (Micikevicius et al. 2018), as an optax
+    wrapper around ``optimizer``.
+
+    The step multiplies the loss by :func:`loss_scale` of the optimiser state before taking
+    gradients (``train.make_step`` does; a hand-written step does it itself), so that small
+    float16 gradients do not flush to zero. ``update`` divides the gradients by the scale;
+    when any is inf or NaN the step is skipped (zero updates, the wrapped state unchanged)
+    and the scale divided by ``factor`` (not below ``min_scale``); after
+    ``growth_interval`` finite steps in a row it is multiplied by ``factor``.
+
+    Example::
+
+        opt = optim.dynamic_loss_scale(optax.adam(1e-3))
+        def step(params, opt_state, x, y):
+            scale = optim.loss_scale(opt_state)
+            grads = jax.grad(lambda p: loss(p, x, y) * scale)(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+    """
+    if not (isinstance(initial_scale, numbers.Real) and initial_scale >= min_scale > 0):
+        raise ValueError(f"dynamic_loss_scale: need initial_scale >= min_scale > 0, received "
+                         f"{initial_scale!r} and {min_scale!r}")
+    if not (isinstance(factor, numbers.Real) and factor > 1):
+        raise ValueError(f"dynamic_loss_scale: factor must be > 1, received {factor!r}")
+    if not (isinstance(growth_interval, int) and growth_interval >= 1):
+        raise ValueError(f"dynamic_loss_scale: growth_interval must be a positive int, "
+                         f"received {growth_interval!r}")
+
+    def init(params):
+        return LossScaleState(jnp.asarray(initial_scale, jnp.float32),
+                              jnp.zeros([], jnp.int32), optimizer.init(params))
+
+    def update(grads, state, params=None):
+        grads = jax.tree.map(lambda g: g / state.scale.astype(g.dtype), grads)
+        finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        updates, inner = optimizer.update(grads, state.inner, params)
+        updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+        inner = jax.tree.map(lambda new, old: jnp.where(finite, new, old), inner, state.inner)
+        grow = finite & (state.good_steps + 1 >= growth_interval)
+        scale = jnp.where(grow, state.scale * factor, state.scale)
+        scale = jnp.where(finite, scale, jnp.maximum(state.scale / factor, min_scale))
+        good_steps = jnp.where(finite & ~grow, state.good_steps + 1, 0)
+        return updates, LossScaleState(scale, good_steps.astype(jnp.int32), inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def loss_scale(opt_state: Any) -> Any:
+    """The factor to multiply the loss by before taking gradients: the current scale of the
+    :func:`dynamic_loss_scale` in ``opt_state`` (found anywhere in it), else 1.0."""
+    for part in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, LossScaleState)):
+        if isinstance(part, LossScaleState):
+            return part.scale
+    return 1.0

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax.experimental import checkify
 
-from minitorch import freeze, monitor
+from minitorch import freeze, monitor, optim
 from minitorch import metrics as metric_fns
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
@@ -359,10 +359,17 @@ def make_update(net: Layer | None, loss: Loss | Objective,
 
         def objective(params, state, batch, key):
             return trainable(freeze.stop_gradients(params, frozen), state, batch, key)
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    def scaled(params, state, batch, key, scale):
+        value, aux = objective(params, state, batch, key)
+        return value * scale, aux
+
+    grad_fn = jax.value_and_grad(scaled, has_aux=True)
 
     def update(params, state, opt_state, batch, key):
-        (_, (metrics, state)), grads = grad_fn(params, state, batch, key)
+        # The loss scale of float16 mixed precision (optim.dynamic_loss_scale), else 1.0:
+        # a Python constant, so nothing is multiplied.
+        scale = optim.loss_scale(opt_state)
+        (_, (metrics, state)), grads = grad_fn(params, state, batch, key, scale)
         if axis_name is not None:
             grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -47,6 +47,17 @@ def test_example_reaches_its_bar(script, expected, tmp_path):
             assert len(pngs) == 8 and result.stdout.strip().endswith(str(out))
 
 
+@pytest.mark.parametrize("script, args, expected", [
+    ("digits_cnn.py", ("bfloat16",), "digits CNN (bfloat16 compute): test accuracy"),
+    ("char_transformer.py", (0, "bfloat16"), "char transformer (bfloat16 compute): validation"),
+])
+def test_example_reaches_its_bar_in_mixed_precision(script, args, expected):
+    """The same bars with float32 params and bfloat16 compute (nn.MixedPrecision)."""
+    result = run(script, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("script", ["xor.py", "majority.py", "iris.py", "digits_cnn.py"])
 def test_training_is_nan_clean(script):
     """With jax_debug_nans every compiled call is checked: no NaN appears anywhere."""

@@ -10,23 +10,24 @@ from minitorch.errors import (
 )
 from minitorch.nn import init
 from minitorch.nn.activations import (
-                                      GELU,
-                                      LeakyReLU,
-                                      LogSoftmax,
-                                      PReLU,
-                                      ReLU,
-                                      Sigmoid,
-                                      Softmax,
-                                      Tanh,
+    GELU,
+    LeakyReLU,
+    LogSoftmax,
+    PReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
 )
 from minitorch.nn.attention import MultiHeadAttention
-from minitorch.nn.compose import Composite, Parallel, Residual
+from minitorch.nn.compose import Composite, Parallel, Residual, Wrapper
 from minitorch.nn.conv import Conv1D, Conv2D, ConvTranspose2D
 from minitorch.nn.core import Container, Layer, Net, count_params, intermediates, named_layers
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
 from minitorch.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
 from minitorch.nn.pooling import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
+from minitorch.nn.precision import MixedPrecision
 from minitorch.nn.recurrent import GRU, LSTM, RNN
 from minitorch.nn.regularization import Dropout
 from minitorch.nn.reshape import Flatten, Reshape
@@ -35,8 +36,8 @@ __all__ = [
     "AvgPool1D", "AvgPool2D", "BatchNorm", "Composite", "Container", "Conv1D", "Conv2D",
     "ConvTranspose2D", "DTypeError", "Dropout", "Embedding", "Flatten", "GELU", "GRU",
     "GroupNorm", "KeyArgError", "LSTM", "Layer", "LayerError", "LayerNorm", "LeakyReLU",
-    "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MultiHeadAttention", "Net", "PReLU",
-    "Parallel", "ParamsError", "RMSNorm", "RNN", "ReLU", "Reshape", "Residual", "ShapeError",
-    "Sigmoid", "Softmax", "StateError", "Tanh", "count_params", "init", "intermediates",
-    "named_layers",
+    "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MixedPrecision", "MultiHeadAttention",
+    "Net", "PReLU", "Parallel", "ParamsError", "RMSNorm", "RNN", "ReLU", "Reshape", "Residual",
+    "ShapeError", "Sigmoid", "Softmax", "StateError", "Tanh", "Wrapper", "count_params", "init",
+    "intermediates", "named_layers",
 ]

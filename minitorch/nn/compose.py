@@ -42,22 +42,15 @@ from minitorch.nn.core import (
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class Residual(Container):
-    """``y = x + layer(x)``: a skip connection around ``layer``.
-
-    Params and state are exactly ``layer``'s (``Residual(f).init(key) == f.init(key)``), and
-    its sub-layers keep their paths: a ``Residual`` at index 2 of a net around a ``Net``
-    shows that net's layers as ``"2.0"``, ``"2.1"``.
-
-    Shapes: ``x (...) -> y`` of the same shape; ``layer(x)`` must have ``x``'s shape (else a
-    ``ShapeError`` naming ``Residual``).
-    """
+class Wrapper(Container):
+    """Base of a layer around one other layer (``Residual``, ``MixedPrecision``): params
+    and state are exactly the wrapped layer's, and its sub-layers keep their paths."""
 
     layer: Layer
 
     def __init__(self, layer: Layer):
         if not isinstance(layer, Layer):
-            raise TypeError(f"Residual: layer must be a minitorch layer, received "
+            raise TypeError(f"{name_of(self)}: layer must be a minitorch layer, received "
                             f"{type(layer).__name__} ({layer!r})")
         set_fields(self, layer=layer)
 
@@ -69,6 +62,19 @@ class Residual(Container):
 
     def unpack(self, tree: Any, what: str) -> list[Any]:
         return [tree]
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Residual(Wrapper):
+    """``y = x + layer(x)``: a skip connection around ``layer``.
+
+    Params and state are exactly ``layer``'s (``Residual(f).init(key) == f.init(key)``), and
+    its sub-layers keep their paths: a ``Residual`` at index 2 of a net around a ``Net``
+    shows that net's layers as ``"2.0"``, ``"2.1"``.
+
+    Shapes: ``x (...) -> y`` of the same shape; ``layer(x)`` must have ``x``'s shape (else a
+    ``ShapeError`` naming ``Residual``).
+    """
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
             train: bool = False, tap: Tap | None = None, **kwargs: Any) -> tuple[Any, State]:
@@ -218,4 +224,4 @@ class Composite(Container):
         return y, self.pack([states[name] for name in children])
 
 
-__all__ = ["Composite", "Parallel", "Residual"]
+__all__ = ["Composite", "Parallel", "Residual", "Wrapper"]

@@ -676,6 +676,12 @@ def reshape_examples(x: Array, shape: Sequence[int]) -> Array:
     return jnp.reshape(x, shape, out_sharding=out)
 
 
+def at_least_f32(x: Array) -> Array:
+    """``x`` cast up to float32 when it is a narrower float (bfloat16, float16): statistics
+    and losses are long reductions that 8 or 11 bits of mantissa would spoil."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def count_params(params: Params) -> int:
     """Total number of scalars in a params pytree."""
     return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(params))

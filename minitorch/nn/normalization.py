@@ -17,6 +17,7 @@ from minitorch.nn.core import (
     Params,
     PRNGKey,
     State,
+    at_least_f32,
     check_float,
     check_key,
     check_params,
@@ -73,10 +74,13 @@ class LayerNorm(Layer):
         check_float(self, x)
         check_shape(self, x, self.normalized_shape, leading=True)
         axes = tuple(range(-len(self.normalized_shape), 0))
+        dtype = jnp.result_type(x, *jax.tree.leaves(params))
+        x = at_least_f32(x)
         mean = x.mean(axis=axes, keepdims=True)
         var = jnp.square(x - mean).mean(axis=axes, keepdims=True)
         y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps))
-        return y * params["scale"] + params["bias"] if self.elementwise_affine else y
+        y = y * params["scale"] + params["bias"] if self.elementwise_affine else y
+        return y.astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -116,8 +120,10 @@ class RMSNorm(Layer):
         check_shape(self, x, self.normalized_shape, leading=True)
         axes = tuple(range(-len(self.normalized_shape), 0))
         eps = jnp.finfo(x.dtype).eps if self.eps is None else self.eps
+        dtype = jnp.result_type(x, params["scale"])
+        x = at_least_f32(x)
         inv = jax.lax.rsqrt(jnp.square(x).mean(axis=axes, keepdims=True) + eps)
-        return x * inv * params["scale"]
+        return (x * inv * params["scale"]).astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -164,12 +170,14 @@ class GroupNorm(Layer):
         if jnp.ndim(x) < 2 or x.shape[1] != self.num_channels:
             raise ShapeError("GroupNorm", f"expected input of shape (N, {self.num_channels}, "
                              f"...), received {jnp.shape(x)}")
-        groups = x.reshape(x.shape[0], self.num_groups, -1)
+        dtype = jnp.result_type(x, params["scale"], params["bias"])
+        groups = at_least_f32(x).reshape(x.shape[0], self.num_groups, -1)
         mean = groups.mean(axis=-1, keepdims=True)
         var = jnp.square(groups - mean).mean(axis=-1, keepdims=True)
         y = ((groups - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
         channel = (1, -1) + (1,) * (x.ndim - 2)
-        return y * params["scale"].reshape(channel) + params["bias"].reshape(channel)
+        return (y * params["scale"].reshape(channel) + params["bias"].reshape(channel)
+                ).astype(dtype)
 
 
 def _normalized_shape(value: Any, owner: str) -> tuple[int, ...]:
@@ -240,6 +248,8 @@ class BatchNorm(Layer):
                              f"received {jnp.shape(x)}")
         axes = (0, *range(2, x.ndim))
         channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector against x
+        dtype = jnp.result_type(x, params["scale"])
+        x = at_least_f32(x)
         if train:
             mean, var, count = self._batch_stats(x, axes)
             unbiased = var * count / max(count - 1, 1)
@@ -252,7 +262,7 @@ class BatchNorm(Layer):
             mean, var, new_state = state["mean"], state["var"], state
         inv = jax.lax.rsqrt(var + self.eps) * params["scale"]
         y = (x - mean.reshape(channel)) * inv.reshape(channel) + params["bias"].reshape(channel)
-        return y.astype(jnp.result_type(x, params["scale"])), new_state
+        return y.astype(dtype), new_state
 
     def _batch_stats(self, x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, int]:
         """Per-channel mean and biased variance over ``axes`` (and ``axis_name``), and the count."""
