@@ -52,6 +52,19 @@ def repeated_steps(calls: int, params: Any, opt_state: Any,
     return run
 
 
+def torch_device(torch: Any) -> str:
+    """Where PyTorch runs: on CUDA when JAX runs on a GPU too (an accelerator run, so that
+    both libraries use the same chip), else on the CPU."""
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_finish(torch: Any, device: str) -> None:
+    """Wait for PyTorch's queued kernels (CUDA runs them asynchronously), so that a timed
+    eager step has finished when it returns."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -65,5 +78,5 @@ def ratio_spread(times: dict[str, list[float]], name: str, reference: str) -> tu
 
 def machine() -> str:
     load = os.getloadavg()
-    return (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
-            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
+    return (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
+            f"{jax.default_backend()} ({jax.devices()[0].device_kind}), load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")

@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--compile-repeats", type=int, default=3)
     parser.add_argument("--import-rounds", type=int, default=7)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md",
+                        help="the file whose section is written (the chart goes beside it)")
     args = parser.parse_args()
     impls = [name for name in PEERS if name in args.impls]
     command = "python benchmarks/compare.py " + " ".join(sys.argv[1:])
@@ -264,8 +266,8 @@ def main() -> None:
     lines += ["", "Targets:", "", *findings(results, first, imports)]
     print("\n".join(lines))
     if not args.no_write:
-        write_section(lines, ROOT / "benchmarks" / "RESULTS.md", args.section)
-        plot(results, impls, ROOT / "benchmarks" / f"{args.section}.png")
+        write_section(lines, args.results, args.section)
+        plot(results, impls, args.results.parent / f"{args.section}.png")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.common import torch_device, torch_finish
 from benchmarks.workloads import (
     LEARNING_RATE,
     MOMENTUM,
@@ -293,15 +294,19 @@ def pytorch(w: Workload) -> Callable[[], Run]:
             for a, b in itertools.pairwise(_widths(w)):
                 layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
             model = torch.nn.Sequential(*layers[:-1])
+        device = torch_device(torch)
+        model = model.to(device)
         opt = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
         x, y = w.data()
-        x, y = torch.tensor(np.asarray(x)), torch.tensor(np.asarray(y), dtype=torch.long)
+        x = torch.tensor(np.asarray(x), device=device)
+        y = torch.tensor(np.asarray(y), dtype=torch.long, device=device)
 
         def run():
             opt.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
+            torch_finish(torch, device)
             return None  # eager: the step has finished when it returns
 
         return run

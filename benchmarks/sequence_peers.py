@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.common import torch_device, torch_finish
 from benchmarks.peers import Run, carry_run, equinox_run, nnx_run, optax_step, xent
 
 LEARNING_RATE = 1e-3
@@ -490,11 +491,10 @@ def pytorch(w: SequenceWorkload) -> Callable[[], Run]:
 
     def make():
         torch.manual_seed(0)
-        model = Model()
+        device = torch_device(torch)
+        model = Model().to(device)
         opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-        x, y = w.data()
-        x, y = torch.tensor(np.asarray(x), dtype=torch.long), torch.tensor(np.asarray(y),
-                                                                           dtype=torch.long)
+        x, y = (torch.tensor(np.asarray(a), dtype=torch.long, device=device) for a in w.data())
 
         def run():
             opt.zero_grad(set_to_none=True)
@@ -502,6 +502,7 @@ def pytorch(w: SequenceWorkload) -> Callable[[], Run]:
             loss = nn.functional.cross_entropy(logits.reshape(-1, w.vocab), y.reshape(-1))
             loss.backward()
             opt.step()
+            torch_finish(torch, device)
             return None  # eager: the step has finished when it returns
 
         return run

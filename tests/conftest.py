@@ -1,14 +1,40 @@
-"""Test setup: 8 virtual CPU devices (set before jax is imported) and hypothesis profiles."""
+"""Test setup: 8 virtual CPU devices and exact float32 matmuls (both set before jax is
+imported), the ``cpu_only`` marker, and hypothesis profiles."""
 
+import importlib.util
 import os
 
-# Multi-device tests need several devices; on CPU XLA can split the host into 8.
-# This must happen before the first `import jax` anywhere in the test process.
+import pytest
+
+# Accelerator plugins: with one installed, JAX's default backend is the accelerator.
+ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
+ON_ACCELERATOR = any(importlib.util.find_spec(name) for name in ACCELERATOR_PLUGINS)
+
+# Multi-device tests need several devices; on a CPU, XLA can split the host into 8. Only
+# there: on an accelerator those tests are skipped (marked cpu_only). This must happen
+# before the first `import jax` anywhere in the test process.
 _flag = "--xla_force_host_platform_device_count=8"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
+if not ON_ACCELERATOR and _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+# Tests that compare values with NumPy or PyTorch need float32 matmuls computed in float32:
+# on GPUs JAX may otherwise use TF32 (10-bit mantissa) for float32 matmuls and convolutions.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 from hypothesis import settings  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the ``cpu_only`` tests (8 virtual CPU devices, CPU-specific formulations) when
+    JAX runs on an accelerator."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        return
+    skip = pytest.mark.skip(reason=f"cpu_only: needs the CPU backend, this run is on "
+                                   f"{jax.default_backend()}")
+    for item in items:
+        if "cpu_only" in item.keywords:
+            item.add_marker(skip)
 
 settings.register_profile("default", deadline=None, max_examples=40)
 settings.register_profile("ci", deadline=None, max_examples=40, derandomize=True)

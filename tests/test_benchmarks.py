@@ -117,3 +117,28 @@ def test_telemetry_floor_objective_reports_every_layer_and_the_same_loss():
     assert metrics["act_means"].shape == (4,)
     np.testing.assert_allclose(metrics["loss"], losses.softmax_cross_entropy(
         net.apply(params, x), y), rtol=1e-6)
+
+
+def test_accelerator_check_runs_tests_and_benchmarks_and_writes_results(tmp_path):
+    """benchmarks/accelerator_check.sh, tested here on the CPU (--allow-cpu) with a small
+    selection; on a GPU machine it runs the whole suite and the peers on CUDA."""
+    import os
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n")
+    env = {**os.environ, "RESULTS": str(results), "PYTHON": sys.executable,
+           "CHECK_TESTS": "tests/test_linear.py", "CHECK_WORKLOADS": "tiny",
+           "CHECK_IMPLS": "minitorch|raw JAX", "CHECK_ROUNDS": "1"}
+    env.pop("XLA_FLAGS", None)
+    run = subprocess.run(["bash", "benchmarks/accelerator_check.sh"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "no accelerator here" in run.stdout  # not on a CPU
+    run = subprocess.run(["bash", "benchmarks/accelerator_check.sh", "--allow-cpu"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    text = results.read_text()
+    tests = text.split("<!-- accelerator-tests:begin -->")[1].split("<!-- accelerator-tests")[0]
+    assert "Test suite on cpu" in tests and "exit status 0" in tests and " passed" in tests
+    table = text.split("<!-- accelerator:begin -->")[1]
+    assert "| minitorch |" in table and "| raw JAX | 1.00" in table
+    assert (tmp_path / "accelerator.png").read_bytes()[:4] == b"\x89PNG"

@@ -14,6 +14,8 @@ import safetensors.numpy
 from minitorch import checkpoint, nn, parallel
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 
+pytestmark = pytest.mark.cpu_only  # 8 virtual CPU devices
+
 
 def sharded_state():
     net = nn.Net([nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 16)])

@@ -126,6 +126,7 @@ class BatchNormTest(chex.TestCase):
         self.assertEqual(jax.tree.map(jnp.shape, net.init_state()),
                          [{}, {"mean": (4,), "var": (4,)}, {}])
 
+    @pytest.mark.cpu_only  # 8 virtual CPU devices
     def test_pmap_statistics_are_those_of_the_global_batch(self):
         layer = nn.BatchNorm(3, axis_name="batch")
         params, state = layer.init(jax.random.key(0)), layer.init_state()

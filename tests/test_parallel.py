@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 from minitorch import losses, nn, optim
 
+pytestmark = pytest.mark.cpu_only  # 8 virtual CPU devices
 DEVICES = 8
 STEPS = 5
 

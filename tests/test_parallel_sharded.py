@@ -13,6 +13,7 @@ from sklearn.datasets import load_digits
 from minitorch import losses, nn, optim, parallel, train
 from minitorch.errors import ArgumentError
 
+pytestmark = pytest.mark.cpu_only  # 8 virtual CPU devices
 STEPS = 3
 LAYOUTS = {  # name: (mesh axes, param_shardings keywords)
     "fsdp": ({"data": 8}, {"fsdp": "data"}),

@@ -7,7 +7,9 @@ step. The same hash written out as 20 rounds of ``jnp`` integer ops is one fused
 elementwise kernel. It reproduces JAX's bits exactly (JAX's partitionable counter layout:
 each element hashes its flat index; the two output words are xor-ed), so a mask from a
 key is the same on every backend and either way; ``tests/test_bernoulli.py`` checks that
-bit for bit. Keys of other PRNG implementations go to ``jax.random.bernoulli``.
+bit for bit. The unrolled hash is chosen for the CPU only, by the platform the program is
+lowered for (``lax.platform_dependent``); GPUs and TPUs run ``jax.random.bernoulli``'s own
+kernel. Keys of other PRNG implementations go to ``jax.random.bernoulli`` everywhere.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ def bernoulli(key: PRNGKey, p: float, shape: tuple[int, ...]) -> Array:
     size = math.prod(shape)
     if not _reproducible(key) or size >= 2**32:
         return jax.random.bernoulli(key, p, shape)
+    return jax.lax.platform_dependent(
+        key, cpu=lambda key: _unrolled(key, p, shape),
+        default=lambda key: jax.random.bernoulli(key, p, shape))
+
+
+def _unrolled(key: PRNGKey, p: float, shape: tuple[int, ...]) -> Array:
+    """The booleans of ``jax.random.bernoulli`` from the unrolled hash (one fused kernel)."""
+    size = math.prod(shape)
     k1, k2 = jax.random.key_data(key)
     counters = jax.lax.iota(np.uint32, size).reshape(shape)
     x1, x2 = threefry2x32(k1, k2, jnp.zeros(shape, np.uint32), counters)
