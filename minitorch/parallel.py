@@ -33,7 +33,8 @@ inserts the collectives)::
     params, opt_state, metrics = step(params, opt_state, shard_batch(mesh, batch), key)
 
 ``opt.init`` runs eagerly there on purpose: under ``jax.jit`` the params are tracers
-without a sharding, and XLA places the zeros it creates on every device.
+without a sharding, and XLA places the zeros it creates whole on every device (the first
+step then lays them out like the params).
 """
 
 from __future__ import annotations

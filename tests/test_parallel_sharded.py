@@ -1,6 +1,9 @@
 """Sharded params on 8 devices (FSDP, tensor parallel, both on a 2-D mesh) train exactly as
 on one device, and each device holds its share of the params and optimiser state."""
 
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +16,12 @@ from sklearn.datasets import load_digits
 from minitorch import losses, nn, optim, parallel, train
 from minitorch.errors import ArgumentError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from char_transformer import char_transformer
+
 pytestmark = pytest.mark.cpu_only  # 8 virtual CPU devices
 STEPS = 3
+LENGTH = 8  # tokens per sequence
 LAYOUTS = {  # name: (mesh axes, param_shardings keywords)
     "fsdp": ({"data": 8}, {"fsdp": "data"}),
     "tensor": ({"data": 2, "model": 4}, {"tensor": "model"}),
@@ -22,35 +29,9 @@ LAYOUTS = {  # name: (mesh axes, param_shardings keywords)
 }
 
 
-class Block(nn.Composite):
-    norm1: nn.Layer
-    attn: nn.Layer
-    norm2: nn.Layer
-    mlp: nn.Layer
-
-    def forward(self, call, x):
-        x = x + call("attn", call("norm1", x))
-        return x + call("mlp", call("norm2", x))
-
-
-class Transformer(nn.Composite):
-    tokens: nn.Layer
-    blocks: nn.Layer
-    head: nn.Layer
-
-    def forward(self, call, ids):
-        return call("head", call("blocks", call("tokens", ids)))
-
-
 def transformer(vocab=16, width=32, heads=8):
-    def block():
-        return Block(norm1=nn.LayerNorm(width), attn=nn.MultiHeadAttention(width, heads,
-                                                                           causal=True),
-                     norm2=nn.LayerNorm(width),
-                     mlp=nn.Net([nn.Linear(width, 4 * width), nn.GELU(),
-                                 nn.Linear(4 * width, width)]))
-    return Transformer(tokens=nn.Embedding(vocab, width), blocks=nn.Net([block(), block()]),
-                       head=nn.Linear(width, vocab))
+    """examples/char_transformer.py's model: Composite blocks, causal attention."""
+    return char_transformer(vocab, LENGTH, width=width, heads=heads, depth=2)
 
 
 def digits_cnn_bn():
@@ -69,7 +50,7 @@ def batches(name):
         x, y = load_digits(return_X_y=True)
         x = (x / 16).astype(np.float32).reshape(-1, 1, 8, 8)
         return [(x[i * 32:(i + 1) * 32], y[i * 32:(i + 1) * 32]) for i in range(STEPS)]
-    ids = rng.integers(0, 16, size=(STEPS, 16, 9))
+    ids = rng.integers(0, 16, size=(STEPS, 16, LENGTH + 1))
     return [(row[:, :-1], row[:, 1:]) for row in ids]
 
 
@@ -218,3 +199,45 @@ def test_param_shardings_names_a_missing_or_repeated_axis():
         parallel.param_shardings(net, mesh, tensor="model")
     with pytest.raises(ArgumentError, match="must be different mesh axes"):
         parallel.param_shardings(net, mesh, fsdp="data", tensor="data")
+
+
+@pytest.mark.parametrize("layer, expected", [
+    (nn.Conv1D(4, 16, 3), {"W": P("model", None, None), "b": P("model")}),
+    (nn.ConvTranspose2D(4, 16, 3), {"W": P(None, "model", None, None), "b": P("model")}),
+    (nn.LSTM(8, 16), {"W_ih": P(None, "model"), "W_hh": P(None, "model"),
+                      "b_ih": P("model"), "b_hh": P("model")}),
+    (nn.GRU(8, 16, bias=False), {"W_ih": P(None, "model"), "W_hh": P(None, "model")}),
+    (nn.MultiHeadAttention(16, 4, bias=False), {name: {"W": P(*axes)} for name, axes in (
+        ("q", (None, "model")), ("k", (None, "model")), ("v", (None, "model")),
+        ("o", ("model", None)))}),
+    (nn.Embedding(32, 8), {"W": P("model", None)}),
+    (nn.Linear(16, 4, bias=False), {"W": P("model", None)}),
+    (nn.GroupNorm(2, 16), {"scale": P(None), "bias": P(None)}),
+    (nn.MixedPrecision(nn.Linear(4, 16)), {"W": P(None, "model"), "b": P("model")}),
+])
+def test_every_layer_family_declares_its_tensor_axes(layer, expected):
+    mesh = parallel.make_mesh(data=2, model=4)
+    spec = jax.tree.map(lambda s: s.spec, parallel.param_shardings(layer, mesh, tensor="model"))
+    assert spec == expected
+
+
+def test_a_declared_axis_the_mesh_does_not_divide_stays_whole():
+    mesh = parallel.make_mesh(model=8)
+    spec = parallel.param_shardings(nn.Linear(4, 12), mesh, tensor="model")
+    assert all(s.is_fully_replicated for s in jax.tree.leaves(spec))
+
+
+def test_optimiser_state_follows_the_params_eagerly_at_once_and_jitted_after_a_step():
+    net = MODELS["mlp"]()
+    mesh = parallel.make_mesh(data=8)
+    shardings = parallel.param_shardings(net, mesh, fsdp="data")
+    opt = optax.adam(1e-3)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt)
+    batch = parallel.shard_batch(mesh, batches("mlp")[0])
+    eager = opt.init(jax.jit(net.init, out_shardings=shardings)(jax.random.key(0)))
+    assert held(eager) < 0.2 * total(eager)  # never whole on a device
+    params = jax.jit(net.init, out_shardings=shardings)(jax.random.key(0))
+    jitted = jax.jit(opt.init)(params)
+    assert held(jitted) == total(jitted)  # XLA places new zeros whole on every device ...
+    _, jitted, _ = step(params, jitted, batch, None)
+    assert held(jitted) < 0.2 * total(jitted)  # ... until the first step lays them out
