@@ -78,5 +78,7 @@ def ratio_spread(times: dict[str, list[float]], name: str, reference: str) -> tu
 
 def machine() -> str:
     load = os.getloadavg()
+    device = f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
     return (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
-            f"{jax.default_backend()} ({jax.devices()[0].device_kind}), load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
+            f"{device}, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+            f"(1/5/15 min)")

@@ -361,13 +361,13 @@ def make_update(net: Layer | None, loss: Loss | Objective,
             return trainable(freeze.stop_gradients(params, frozen), state, batch, key)
     def scaled(params, state, batch, key, scale):
         value, aux = objective(params, state, batch, key)
-        return value * scale, aux
+        # Without a loss scale (the Python float 1.0) the program is the plain one.
+        return (value if isinstance(scale, float) else value * scale), aux
 
     grad_fn = jax.value_and_grad(scaled, has_aux=True)
 
     def update(params, state, opt_state, batch, key):
-        # The loss scale of float16 mixed precision (optim.dynamic_loss_scale), else 1.0:
-        # a Python constant, so nothing is multiplied.
+        # The loss scale of float16 mixed precision (optim.dynamic_loss_scale), else 1.0.
         scale = optim.loss_scale(opt_state)
         (_, (metrics, state)), grads = grad_fn(params, state, batch, key, scale)
         if axis_name is not None:
