@@ -2,8 +2,9 @@
 
 80/20 stratified train/test split (seed 42), 10% of the training images held out for
 validation, a progress bar and per-epoch history from `minitorch.fit.fit`.
-Run: python examples/digits_cnn.py [compute dtype]   (exits non-zero below 98% test accuracy;
-`python examples/digits_cnn.py bfloat16` trains in mixed precision, params float32)
+Run: python examples/digits_cnn.py [compute dtype] [seed]   (exits non-zero below 98% test
+accuracy; `python examples/digits_cnn.py bfloat16` trains in mixed precision, params float32).
+Measured, float32, seeds 0-4: 99.44, 98.06, 98.61, 98.06, 98.33% (mean 98.50%).
 """
 
 import sys
@@ -39,7 +40,7 @@ def load(seed: int = 42):
     return (x_train, y_train), (x_val, y_val), (x_test, y_test)
 
 
-def main(compute_dtype: str = "float32") -> int:
+def main(compute_dtype: str = "float32", seed: int = 0) -> int:
     train_data, val_data, test_data = load()
     net = digits_cnn()
     name = "digits CNN"
@@ -49,7 +50,7 @@ def main(compute_dtype: str = "float32") -> int:
     start = time.perf_counter()
     params, _, history = fit(net, losses.softmax_cross_entropy,
                              optim.sgd(0.05, momentum=0.9, nesterov=True), train_data,
-                             epochs=30, batch_size=32, val_data=val_data, seed=0)
+                             epochs=30, batch_size=32, val_data=val_data, seed=seed)
     wall = time.perf_counter() - start
     test = train.evaluate(net, losses.softmax_cross_entropy, params, test_data)
     print(f"last epoch: train loss {history['loss'][-1]:.4f}, val accuracy "
@@ -61,4 +62,5 @@ def main(compute_dtype: str = "float32") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    args = sys.argv[1:]
+    sys.exit(main(*args[:1], *map(int, args[1:2])))

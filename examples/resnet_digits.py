@@ -18,8 +18,10 @@ from digits_cnn import load
 from minitorch import losses, nn, optim, train
 from minitorch.fit import fit
 
-# Measured: 99.44% (358 of 360, seed 0), as digits_cnn's 99.44%; without the shifts 98.33%.
-BAR = 0.99
+# Measured, seeds 0-4: 99.44, 99.44, 98.61, 99.17, 99.17% (mean 99.17%), against
+# examples/digits_cnn.py's 99.44, 98.06, 98.61, 98.06, 98.33% (mean 98.50%): above it on
+# three seeds, equal on two; without the shifts 98.33% (seed 0).
+BAR = 0.985
 EPOCHS, BATCH = 8, 32
 
 

@@ -54,3 +54,11 @@ def test_other_float_dtypes_are_honoured(name, dtype):
         tolerance = 5e-2 if dtype == jnp.bfloat16 else 1e-5
         np.testing.assert_allclose(np.asarray(y, np.float32), reference, rtol=tolerance,
                                    atol=tolerance)
+
+
+def test_value_comparisons_run_with_exact_float32_matmuls():
+    """tests/conftest.py sets JAX_DEFAULT_MATMUL_PRECISION=highest before jax is imported, so
+    the NumPy and PyTorch comparisons hold where float32 matmuls would run in TF32."""
+    import jax
+
+    assert jax.config.jax_default_matmul_precision == "highest"
