@@ -4,6 +4,7 @@ on one device, and each device holds its share of the params and optimiser state
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,9 +98,7 @@ def test_sharded_step_equals_one_device(model, layout):
     with jax.default_matmul_precision("highest"):  # exact on TF32 accelerators too
         want, _ = train_steps(net, None, None, data)
         got, opt_state = train_steps(net, mesh, shardings, data)
-    chex_close = lambda a, b: np.testing.assert_allclose(  # noqa: E731
-        np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
-    jax.tree.map(chex_close, got, want)
+    chex.assert_trees_all_close(got, want, rtol=2e-4, atol=2e-5)
     # The params stay split through the steps (XLA may split a norm's scale along with
     # the channels around it, never gather a param), and the optimiser state follows them.
     initial = jax.jit(net.init, out_shardings=shardings)(jax.random.key(0))
