@@ -6,10 +6,22 @@ round:
 
 lstm     (N, T, in, H) = (32, 64, 64, 256): the input projection of every step hoisted out
          of the scan into one product; per step ``x_t W_ih + h W_hh`` (two products);
-         per step ``[x_t, h] @ [W_ih; W_hh]`` (one product, what ``nn.LSTM`` does); one
-         example's scan vmapped over the batch (Equinox's way); each also unrolled 4x.
+         per step ``[x_t, h] @ [W_ih; W_hh]`` (one product); the same product computed
+         gate-major, ``(W^T @ [x_t, h]^T)^T`` (what ``nn.LSTM`` does); one example's scan
+         vmapped over the batch (Equinox's way); each also unrolled 4x.
+gru      the same shapes, ``nn.GRU``'s two products per step, plain and gate-major.
 conv1d   (N, C, L) = (32, 64, 64), two layers k5 to 128 channels: XLA's 1-D convolution
          (what ``nn.Conv1D`` does) against im2col through a height-1 2-D convolution.
+
+and, where an effect shows only in a whole program, raw JAX's training step (Adam) of the
+``gpt`` workload and the first compile of the ``convseq`` step:
+
+gpt      LayerNorm's variance as the mean of ``(x - mean)**2`` or by ``jnp.var`` (what
+         ``nn.LayerNorm`` does); attention from one fused QKV product split afterwards or
+         with each projection straight into heads (what ``nn.MultiHeadAttention`` does).
+embed    compile time of the convseq step (median of 5 fresh compiles) for three ways of
+         giving out-of-range ids NaN rows: the gather's NaN fill, a select after a
+         clamped gather, a NaN added to a clamped gather (what ``nn.Embedding`` does).
 
 Run: python benchmarks/sequence_formulations.py [--rounds 9]
 """
@@ -18,15 +30,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 from jax import lax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import sequence_peers as sp
 from benchmarks.common import interleaved, machine, median
+from benchmarks.peers import optax_step, xent
 from minitorch.nn.conv import conv_as_matmul
 
 N, T, IN, H = 32, 64, 64, 256
@@ -71,6 +89,17 @@ def one_product(p, x, unroll=1):
     return _scan(cell, x.swapaxes(0, 1), unroll).swapaxes(0, 1)
 
 
+def gate_major(p, x, unroll=1):
+    w_t = jnp.concatenate([p["w_ih"], p["w_hh"]]).T
+
+    def cell(carry, x_t):
+        z = (w_t @ jnp.concatenate([x_t, carry[0]], -1).T).T + p["b"]
+        h, c = _lstm_cell(z, carry[1])
+        return (h, c), h
+
+    return _scan(cell, x.swapaxes(0, 1), unroll).swapaxes(0, 1)
+
+
 def vmapped(p, x, unroll=1):
     def one(xs):
         def cell(carry, x_t):
@@ -82,6 +111,28 @@ def vmapped(p, x, unroll=1):
     return jax.vmap(one)(x)
 
 
+def gru(layer_gates):
+    def run(p, x):
+        def cell(h, x_t):
+            (x_r, x_z, x_n), (h_r, h_z, h_n) = (jnp.split(g, 3, axis=-1)
+                                                for g in layer_gates(p, x_t, h))
+            r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+            h = (1 - z) * jnp.tanh(x_n + r * h_n) + z * h
+            return h, h
+
+        return lax.scan(cell, jnp.zeros((N, H)), x.swapaxes(0, 1))[1].swapaxes(0, 1)
+
+    return run
+
+
+def gru_plain(p, x_t, h):
+    return x_t @ p["w_ih"], h @ p["w_hh"]
+
+
+def gru_gate_major(p, x_t, h):
+    return (p["w_ih"].T @ x_t.T).T, (p["w_hh"].T @ h.T).T
+
+
 def conv_xla(x, w):
     return lax.conv_general_dilated(x, w, (1,), ((2, 2),))
 
@@ -90,6 +141,83 @@ def conv_im2col(x, w):
     y = conv_as_matmul(x[:, :, None].transpose(0, 2, 3, 1), w[:, :, None], (1, 1),
                        ((0, 0), (2, 2)), (1, 1))
     return y.transpose(0, 3, 1, 2)[:, :, 0]
+
+
+def layer_norm_centered(x, p, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def attend_fused(x, b, causal):
+    n, length, width = x.shape
+    d = width // sp.HEADS
+    qkv = (x @ b["qkv"] + b["qkv_b"]).reshape(n, length, 3, sp.HEADS, d)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    s = jnp.einsum("nlhd,nshd->nhls", q / np.sqrt(d), k)
+    p = jax.nn.softmax(jnp.where(causal, s, -1e30), axis=-1)
+    return jnp.einsum("nhls,nshd->nlhd", p, v).reshape(n, length, width) @ b["o"] + b["o_b"]
+
+
+def gpt_steps() -> dict[str, Callable[[], object]]:
+    w = sp.SEQUENCE_WORKLOADS["gpt"]
+    runs = {}
+    for ln_name, ln in (("mean((x - mean)**2)", layer_norm_centered),
+                        ("jnp.var", sp._layer_norm)):
+        for att_name, att in (("fused QKV", attend_fused), ("into heads", sp.attend_by_heads)):
+            forward = sp.gpt_forward(w, ln, att)
+            runs[f"{ln_name}, {att_name}"] = sp._functional_run(
+                lambda p, x, y, f=forward: xent(f(p, x), y), sp.raw_params(w, jax.random.key(0)), w)
+    return runs
+
+
+def _clamped(table, ids):
+    """``table[ids]`` with ids clamped into range, and where they were in range."""
+    last = table.shape[0] - 1
+    valid = ((ids >= 0) & (ids <= last))[..., None]
+    return table.at[jnp.clip(ids, 0, last)].get(mode="promise_in_bounds"), valid
+
+
+def _fill(table, ids):
+    ids = jnp.where(ids < 0, table.shape[0], ids)
+    return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def _select(table, ids):
+    rows, valid = _clamped(table, ids)
+    return jnp.where(valid, rows, jnp.nan)
+
+
+def _add(table, ids):
+    rows, valid = _clamped(table, ids)
+    return rows + jnp.where(valid, 0.0, jnp.nan)
+
+
+# ``table[ids]`` with NaN rows for ids out of range, three ways
+EMBEDDING_LOOKUPS = {"NaN fill in the gather": _fill, "select after the gather": _select,
+                     "NaN added": _add}
+
+
+def embedding_compiles(repeats: int) -> dict[str, float]:
+    """Seconds to compile the convseq step (Adam) with each out-of-range id formulation."""
+    w = sp.SEQUENCE_WORKLOADS["convseq"]
+    x, y = w.data()
+
+    def loss(name):
+        return lambda p, ids, y: xent(
+            sp.convseq_from_rows(p, EMBEDDING_LOOKUPS[name](p["embed"], ids)), y)
+
+    params = sp.raw_params(w, jax.random.key(0))
+    tx = optax.adam(sp.LEARNING_RATE)
+    times: dict[str, list[float]] = {name: [] for name in EMBEDDING_LOOKUPS}
+    for _ in range(repeats):
+        for name in times:
+            jax.clear_caches()
+            lowered = optax_step(loss(name), tx).lower(params, tx.init(params), x, y)
+            start = time.perf_counter()
+            lowered.compile()
+            times[name].append(time.perf_counter() - start)
+    return {name: median(t) for name, t in times.items()}
 
 
 def _grad_runner(fn, *args):
@@ -107,19 +235,28 @@ def main() -> None:
          "w_hh": 0.05 * jax.random.normal(keys[2], (H, 4 * H)), "b": jnp.zeros(4 * H)}
     lstm = {f"{fn.__name__}{' unroll 4' if u > 1 else ''}":
             _grad_runner(lambda p, x, fn=fn, u=u: fn(p, x, u), p, x)
-            for fn in (hoisted, two_products, one_product, vmapped) for u in (1, 4)}
+            for fn in (hoisted, two_products, one_product, gate_major, vmapped) for u in (1, 4)}
+    p_gru = {"w_ih": p["w_ih"][:, :3 * H], "w_hh": p["w_hh"][:, :3 * H]}
+    grus = {name: _grad_runner(gru(gates), p_gru, x)
+            for name, gates in (("two products", gru_plain), ("gate-major", gru_gate_major))}
     xc = jax.random.normal(keys[3], (N, 64, 64))
     w1, w2 = (0.1 * jax.random.normal(k, s) for k, s in ((keys[4], (128, 64, 5)),
                                                           (keys[5], (128, 128, 5))))
     conv = {name: _grad_runner(lambda x, a, b, f=f: f(jax.nn.relu(f(x, a)), b), xc, w1, w2)
             for name, f in (("xla conv1d", conv_xla), ("im2col via 2-D", conv_im2col))}
     print(f"machine: {machine()}")
-    for title, runs in (("lstm", lstm), ("conv1d", conv)):
-        times = interleaved(runs, rounds=args.rounds, repeats=5)
+    for title, runs, repeats in (("lstm", lstm, 5), ("gru", grus, 5), ("conv1d", conv, 5),
+                                 ("gpt training step (Adam)", gpt_steps(), 2)):
+        times = interleaved(runs, rounds=args.rounds, repeats=repeats)
         base = median(next(iter(times.values())))
-        print(f"{title} (forward + backward, median of {args.rounds} rounds):")
+        print(f"{title}, median of {args.rounds} rounds:")
         for name, t in times.items():
-            print(f"  {name:22s} {1e3 * median(t):7.1f} ms  {median(t) / base:5.2f}x")
+            print(f"  {name:32s} {1e3 * median(t):7.1f} ms  {median(t) / base:5.2f}x")
+    compiles = embedding_compiles(repeats=5)
+    base = next(iter(compiles.values()))
+    print("embedding lookup: first compile of the convseq step, median of 5:")
+    for name, t in compiles.items():
+        print(f"  {name:32s} {t:7.2f} s   {t / base:5.2f}x")
     print(f"machine: {machine()}")
 
 

@@ -12,8 +12,9 @@ convseq  Embedding 96->64, Conv1D 64->128 k5, ReLU, Conv1D 128->128 k5, ReLU (bo
 Each builder has the interface of benchmarks/peers.py: ``impl(workload) -> make``,
 ``make() -> run``, ``run()`` one step that carries params and optimiser state.
 minitorch's step is written by hand from ``apply``, a loss, ``jax.value_and_grad`` and
-optax, as a user would; raw JAX is written for speed (fused QKV projection, the LSTM's
-gates from one product per step, channels-last convolutions).
+optax, as a user would; raw JAX is written for speed (LayerNorm's variance by jnp.var,
+each attention projection straight into heads, the LSTM's gates from one gate-major
+product per step, channels-last convolutions).
 """
 
 from __future__ import annotations
@@ -140,9 +141,10 @@ def _normal(key, shape, scale=0.02):
 
 
 def _layer_norm(x, p, eps=1e-5):
-    mean = x.mean(-1, keepdims=True)
-    var = jnp.square(x - mean).mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+    # jnp.var rather than mean((x - mean)**2): the backward then fuses without recomputing
+    # the residual stream's gradient chain (benchmarks/sequence_formulations.py)
+    inverse = jax.lax.rsqrt(jnp.var(x, -1, keepdims=True) + eps) * p["scale"]
+    return (x - x.mean(-1, keepdims=True)) * inverse + p["bias"]
 
 
 def raw_params(w: SequenceWorkload, key):
@@ -171,37 +173,46 @@ def raw_params(w: SequenceWorkload, key):
             "head": _normal(next(keys), (CHANNELS, w.vocab)), "head_b": jnp.zeros(w.vocab)}
 
 
+def attend_by_heads(x, b, causal):
+    """Raw JAX's causal self-attention: each projection straight into heads (faster than
+    one fused QKV product split afterwards: benchmarks/sequence_formulations.py)."""
+    d = WIDTH // HEADS
+    w, bias = b["qkv"].reshape(WIDTH, 3, HEADS, d), b["qkv_b"].reshape(3, HEADS, d)
+    q, k, v = (jnp.einsum("nle,ehd->nlhd", x, w[:, i]) + bias[i] for i in range(3))
+    s = jnp.einsum("nlhd,nshd->nhls", q / np.sqrt(d), k)
+    p = jax.nn.softmax(jnp.where(causal, s, -1e30), axis=-1)
+    out = jnp.einsum("nhls,nshd->nlhd", p, v)
+    return jnp.einsum("nlhd,hde->nle", out, b["o"].reshape(HEADS, d, WIDTH)) + b["o_b"]
+
+
+def gpt_forward(w: SequenceWorkload, layer_norm=_layer_norm, attend=attend_by_heads):
+    """Raw JAX's gpt ``forward(params, ids)``; the formulations of its LayerNorm and
+    attention can be swapped (benchmarks/sequence_formulations.py times them)."""
+    causal = jnp.tril(jnp.ones((w.length, w.length), bool))
+
+    def forward(params, ids):
+        x = params["tok"][ids] + params["pos"]
+        for b in params["blocks"]:
+            x = x + attend(layer_norm(x, b["ln1"]), b, causal)
+            h = _gelu(layer_norm(x, b["ln2"]) @ b["up"] + b["up_b"])
+            x = x + h @ b["down"] + b["down_b"]
+        return layer_norm(x, params["ln"]) @ params["head"] + params["head_b"]
+
+    return forward
+
+
 def raw_forward(w: SequenceWorkload):
     if w.name == "gpt":
-        causal = jnp.tril(jnp.ones((w.length, w.length), bool))
-        d = WIDTH // HEADS
-
-        def attend(x, b):
-            n, length, _ = x.shape
-            qkv = (x @ b["qkv"] + b["qkv_b"]).reshape(n, length, 3, HEADS, d)
-            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            s = jnp.einsum("nlhd,nshd->nhls", q, k) / np.sqrt(d)
-            p = jax.nn.softmax(jnp.where(causal, s, -1e30), axis=-1)
-            out = jnp.einsum("nhls,nshd->nlhd", p, v).reshape(n, length, WIDTH)
-            return out @ b["o"] + b["o_b"]
-
-        def forward(params, ids):
-            x = params["tok"][ids] + params["pos"]
-            for b in params["blocks"]:
-                x = x + attend(_layer_norm(x, b["ln1"]), b)
-                h = _gelu(_layer_norm(x, b["ln2"]) @ b["up"] + b["up_b"])
-                x = x + h @ b["down"] + b["down_b"]
-            return _layer_norm(x, params["ln"]) @ params["head"] + params["head_b"]
-
-        return forward
+        return gpt_forward(w)
     if w.name == "lstm":
         def forward(params, ids):
-            # [x_t, h] @ [W_ih; W_hh] per step: faster on XLA:CPU than hoisting x @ W_ih
-            w = jnp.concatenate([params["w_ih"], params["w_hh"]])
+            # [x_t, h] @ [W_ih; W_hh] per step, computed gate-major: faster on XLA:CPU
+            # than hoisting x @ W_ih out of the loop or than the plain product
+            w_t = jnp.concatenate([params["w_ih"], params["w_hh"]]).T
 
             def cell(carry, x_t):
                 h, c = carry
-                z = jnp.concatenate([x_t, h], axis=-1) @ w + params["b"]
+                z = (w_t @ jnp.concatenate([x_t, h], axis=-1).T).T + params["b"]
                 i, f, g, o = jnp.split(z, 4, axis=-1)
                 c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
                 h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -213,16 +224,18 @@ def raw_forward(w: SequenceWorkload):
 
         return forward
 
+    return lambda params, ids: convseq_from_rows(params, params["embed"][ids])
+
+
+def convseq_from_rows(params, rows):
+    """Raw JAX's convseq after the embedding lookup: ``rows (N, L, EMBED)`` to logits."""
     def conv(x, kernel, bias):
         return jax.lax.conv_general_dilated(x, kernel, (1,), ((2, 2),),
                                             dimension_numbers=("NWC", "WIO", "NWC")) + bias
 
-    def forward(params, ids):
-        h = jax.nn.relu(conv(params["embed"][ids], params["c1"], params["c1_b"]))
-        h = jax.nn.relu(conv(h, params["c2"], params["c2_b"]))
-        return h @ params["head"] + params["head_b"]
-
-    return forward
+    h = jax.nn.relu(conv(rows, params["c1"], params["c1_b"]))
+    h = jax.nn.relu(conv(h, params["c2"], params["c2_b"]))
+    return h @ params["head"] + params["head_b"]
 
 
 def raw_jax(w: SequenceWorkload) -> Callable[[], Run]:

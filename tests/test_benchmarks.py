@@ -142,3 +142,35 @@ def test_accelerator_check_runs_tests_and_benchmarks_and_writes_results(tmp_path
     table = text.split("<!-- accelerator:begin -->")[1]
     assert "| minitorch |" in table and "| raw JAX | 1.00" in table
     assert (tmp_path / "accelerator.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sequence_formulations_compute_the_same_values():
+    """benchmarks/sequence_formulations.py times formulations of one computation: each
+    gives the same values (and the embedding lookups the same NaN rows), so the timings
+    compare like for like."""
+    from benchmarks import sequence_formulations as sf
+    from benchmarks import sequence_peers as sp
+    keys = jax.random.split(jax.random.key(0), 4)
+    x = jax.random.normal(keys[0], (sf.N, 8, sf.IN))
+    p = {"w_ih": 0.05 * jax.random.normal(keys[1], (sf.IN, 4 * sf.H)),
+         "w_hh": 0.05 * jax.random.normal(keys[2], (sf.H, 4 * sf.H)),
+         "b": 0.1 * jax.random.normal(keys[3], (4 * sf.H,))}
+    reference = sf.hoisted(p, x)
+    for fn in (sf.two_products, sf.one_product, sf.gate_major, sf.vmapped):
+        np.testing.assert_allclose(fn(p, x), reference, rtol=1e-4, atol=1e-5)
+    p_gru = {"w_ih": p["w_ih"][:, :3 * sf.H], "w_hh": p["w_hh"][:, :3 * sf.H]}
+    np.testing.assert_allclose(sf.gru(sf.gru_gate_major)(p_gru, x),
+                               sf.gru(sf.gru_plain)(p_gru, x), rtol=1e-4, atol=1e-5)
+    w = sp.SEQUENCE_WORKLOADS["gpt"]
+    params = sp.raw_params(w, jax.random.key(1))
+    ids, _ = w.data()
+    gpt = sp.gpt_forward(w)(params, ids)
+    np.testing.assert_allclose(sp.gpt_forward(w, sf.layer_norm_centered, sf.attend_fused)(
+        params, ids), gpt, rtol=1e-4, atol=1e-5)
+    table = jax.random.normal(keys[0], (5, 3))
+    ids = jnp.array([[0, 4, 5, -1, 2]])
+    filled = sf.EMBEDDING_LOOKUPS["NaN fill in the gather"](table, ids)
+    for lookup in sf.EMBEDDING_LOOKUPS.values():
+        rows = lookup(table, ids)
+        np.testing.assert_array_equal(rows, filled)
+    assert np.isnan(rows[0, 2:4]).all() and np.isfinite(rows[0, [0, 1, 4]]).all()

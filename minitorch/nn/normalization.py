@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from minitorch.errors import ShapeError
 from minitorch.nn.core import (
@@ -76,10 +77,16 @@ class LayerNorm(Layer):
         axes = tuple(range(-len(self.normalized_shape), 0))
         dtype = jnp.result_type(x, *jax.tree.leaves(params))
         x = at_least_f32(x)
-        mean = x.mean(axis=axes, keepdims=True)
-        var = jnp.square(x - mean).mean(axis=axes, keepdims=True)
-        y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps))
-        y = y * params["scale"] + params["bias"] if self.elementwise_affine else y
+        # jnp.var (two passes, as exact) rather than the mean of (x - mean)**2: the same
+        # numbers, but the backward's terms then sum in an order that XLA:CPU fuses without
+        # recomputing the residual stream's gradient chain inside every weight gradient's
+        # transpose (with attention's projections into heads, the gpt step 0.88x;
+        # benchmarks/sequence_formulations.py)
+        inverse = lax.rsqrt(jnp.var(x, axis=axes, keepdims=True) + self.eps)
+        if self.elementwise_affine:
+            inverse = inverse * params["scale"]
+        y = (x - x.mean(axis=axes, keepdims=True)) * inverse
+        y = y + params["bias"] if self.elementwise_affine else y
         return y.astype(dtype)
 
 

@@ -2,9 +2,12 @@
 
 Each maps ``x (N, T, input_size)`` to every step's hidden state ``(N, T, hidden_size)``.
 The loop is a ``lax.scan`` over time, so a sequence of any length compiles one step, not
-``T`` copies. Each step computes its gates as one product ``[x_t, h] @ [W_ih; W_hh]``: on
-XLA:CPU the LSTM of benchmarks/sequence_peers.py trains 1.36x faster than with every
-step's input projection hoisted out of the loop into one large product (75 vs 103 ms).
+``T`` copies. Each step of ``RNN`` and ``LSTM`` computes its gates as one product
+``[x_t, h] @ [W_ih; W_hh]`` (``GRU``: two, its new gate needs ``h W_hn`` apart), computed
+gate-major (:func:`gate_product`). On XLA:CPU both choices were measured on the shapes of
+benchmarks/sequence_peers.py's LSTM (benchmarks/sequence_formulations.py): one product per
+step beats hoisting every step's input projection out of the loop into one large product,
+and the gate-major layout beats the plain product.
 """
 
 from __future__ import annotations
@@ -94,14 +97,15 @@ class _Recurrent(Layer):
         return hs.swapaxes(0, 1)
 
     def step_weights(self, params: Params) -> Any:
-        """What every step multiplies by: ``[W_ih; W_hh]`` and ``b_ih + b_hh``."""
+        """What every step multiplies by: ``[W_ih; W_hh]`` transposed, ``(G * H, in + H)``,
+        and ``b_ih + b_hh``."""
         bias = params["b_ih"] + params["b_hh"] if self.bias else None
-        return jnp.concatenate([params["W_ih"], params["W_hh"]]), bias
+        return jnp.concatenate([params["W_ih"], params["W_hh"]]).T, bias
 
     def gates(self, weights: Any, x_t: Array, h: Array) -> Any:
         """One step's pre-activations ``x_t W_ih + b_ih + h W_hh + b_hh``, ``(N, G * H)``."""
-        w, bias = weights
-        z = jnp.concatenate([x_t, h.astype(x_t.dtype)], axis=-1) @ w
+        w_t, bias = weights
+        z = gate_product(w_t, jnp.concatenate([x_t, h.astype(x_t.dtype)], axis=-1))
         return z if bias is None else z + bias
 
     def cell(self, gates: Any, carry: Carry) -> Carry:
@@ -121,6 +125,14 @@ class _Recurrent(Layer):
         if tuple(jnp.shape(value)) != (n, self.hidden_size):
             raise ShapeError(type(self).__name__, f"expected {what} of shape (N, H) = "
                              f"{(n, self.hidden_size)}, received {tuple(jnp.shape(value))}")
+
+
+def gate_product(w_t: Array, v: Array) -> Array:
+    """``v @ w_t.T`` for ``v (N, K)`` and ``w_t (G * H, K)``, computed gate-major as
+    ``(w_t @ v.T).T``: the same numbers, but XLA:CPU runs the recurrent step's small-batch
+    products (and their gradients) faster in this layout (an LSTM's forward and backward
+    0.85x the plain product's time, a GRU's 0.92x; benchmarks/sequence_formulations.py)."""
+    return (w_t @ v.T).T
 
 
 _NONLINEARITIES: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
@@ -206,11 +218,12 @@ class GRU(_Recurrent):
     num_gates: ClassVar[int] = 3
 
     def step_weights(self, params: Params) -> Any:
-        return params  # the new gate needs h W_hn apart from x W_in: two products
+        # the new gate needs h W_hn apart from x W_in: two products, each gate-major
+        return {**params, "W_ih": params["W_ih"].T, "W_hh": params["W_hh"].T}
 
     def gates(self, weights: Any, x_t: Array, h: Array) -> Any:
         p = weights
-        from_x, from_h = x_t @ p["W_ih"], h @ p["W_hh"]
+        from_x, from_h = gate_product(p["W_ih"], x_t), gate_product(p["W_hh"], h)
         return (from_x + p["b_ih"], from_h + p["b_hh"]) if self.bias else (from_x, from_h)
 
     def cell(self, gates: Any, carry: Carry) -> Carry:
