@@ -46,6 +46,7 @@ from benchmarks import sequence_peers as sp
 from benchmarks.common import interleaved, machine, median
 from benchmarks.peers import optax_step, xent
 from minitorch.nn.conv import conv_as_matmul
+from minitorch.nn.recurrent import gate_product
 
 N, T, IN, H = 32, 64, 64, 256
 
@@ -93,7 +94,7 @@ def gate_major(p, x, unroll=1):
     w_t = jnp.concatenate([p["w_ih"], p["w_hh"]]).T
 
     def cell(carry, x_t):
-        z = (w_t @ jnp.concatenate([x_t, carry[0]], -1).T).T + p["b"]
+        z = gate_product(w_t, jnp.concatenate([x_t, carry[0]], -1)) + p["b"]
         h, c = _lstm_cell(z, carry[1])
         return (h, c), h
 
@@ -130,7 +131,7 @@ def gru_plain(p, x_t, h):
 
 
 def gru_gate_major(p, x_t, h):
-    return (p["w_ih"].T @ x_t.T).T, (p["w_hh"].T @ h.T).T
+    return gate_product(p["w_ih"].T, x_t), gate_product(p["w_hh"].T, h)
 
 
 def conv_xla(x, w):

@@ -219,11 +219,11 @@ class GRU(_Recurrent):
 
     def step_weights(self, params: Params) -> Any:
         # the new gate needs h W_hn apart from x W_in: two products, each gate-major
-        return {**params, "W_ih": params["W_ih"].T, "W_hh": params["W_hh"].T}
+        return {**params, "W_ih_t": params["W_ih"].T, "W_hh_t": params["W_hh"].T}
 
     def gates(self, weights: Any, x_t: Array, h: Array) -> Any:
         p = weights
-        from_x, from_h = gate_product(p["W_ih"], x_t), gate_product(p["W_hh"], h)
+        from_x, from_h = gate_product(p["W_ih_t"], x_t), gate_product(p["W_hh_t"], h)
         return (from_x + p["b_ih"], from_h + p["b_hh"]) if self.bias else (from_x, from_h)
 
     def cell(self, gates: Any, carry: Carry) -> Carry:
