@@ -55,11 +55,18 @@ SEQUENCE_WORKLOADS = {"gpt": SequenceWorkload("gpt", calls=10),
                       "convseq": SequenceWorkload("convseq", calls=20)}
 
 
-def _functional_run(loss_fn, params, w: SequenceWorkload) -> Run:
-    """run() for a pure ``loss_fn(params, x, y)``: the usual optax step, jit'd with donation."""
+def functional_step(loss_fn, params, w: SequenceWorkload):
+    """The usual optax step around a pure ``loss_fn(params, x, y)`` (jit'd, donating params
+    and optimiser state) and its first arguments ``(params, opt_state, x, y)``."""
     x, y = w.data()
     tx = optax.adam(LEARNING_RATE)
-    return carry_run(optax_step(loss_fn, tx), params, tx.init(params), x, y)
+    return optax_step(loss_fn, tx), (params, tx.init(params), x, y)
+
+
+def _functional_run(loss_fn, params, w: SequenceWorkload) -> Run:
+    """run() for a pure ``loss_fn(params, x, y)``: :func:`functional_step`, carried."""
+    step, args = functional_step(loss_fn, params, w)
+    return carry_run(step, *args)
 
 
 def _gelu(x):
@@ -238,11 +245,17 @@ def convseq_from_rows(params, rows):
     return h @ params["head"] + params["head_b"]
 
 
+def raw_jax_step(w: SequenceWorkload):
+    """Raw JAX's jit'd training step and its first arguments (see :func:`functional_step`)."""
+    forward = raw_forward(w)
+    return functional_step(lambda p, x, y: xent(forward(p, x), y),
+                           raw_params(w, jax.random.key(0)), w)
+
+
 def raw_jax(w: SequenceWorkload) -> Callable[[], Run]:
     def make():
-        forward = raw_forward(w)
-        return _functional_run(lambda p, x, y: xent(forward(p, x), y),
-                               raw_params(w, jax.random.key(0)), w)
+        step, args = raw_jax_step(w)
+        return carry_run(step, *args)
 
     return make
 

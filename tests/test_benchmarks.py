@@ -173,3 +173,54 @@ def test_sequence_formulations_compute_the_same_values():
     for lookup in sf.EMBEDDING_LOOKUPS.values():
         np.testing.assert_array_equal(lookup(table, ids), filled)
     assert np.isnan(filled[0, 2:4]).all() and np.isfinite(filled[0, [0, 1, 4]]).all()
+
+
+HLO = """\
+HloModule step, entry_computation_layout={(f32[4,4]{1,0})->f32[4,4]{1,0}}
+
+%inner (p.1: f32[4,4], /*index=1*/p.2: f32[4,4]) -> f32[4,4] {
+  ROOT %dot.7 = f32[4,4]{1,0} dot(%p.1, %p.2), lhs_contracting_dims={1}
+}
+
+%outer (p.3: f32[4,4]) -> f32[4,4] {
+  ROOT %nested = f32[4,4]{1,0} fusion(%p.3, %p.3), kind=kCustom, calls=%inner
+}
+
+%elementwise (p.4: f32[4,4]) -> f32[4,4] {
+  ROOT %tanh.1 = f32[4,4]{1,0} tanh(%p.4), metadata={op_name="jit(step)/jvp(dot(x))"}
+}
+
+%body (p.5: (s32[], f32[4,4])) -> (s32[], f32[4,4]) {
+  %conv = f32[4,4]{1,0} convolution(%p.5, %p.5), window={size=1}
+  ROOT %t = (s32[], f32[4,4]{1,0}) tuple(%p.5, %conv)
+}
+
+ENTRY %main (x: f32[4,4]) -> f32[4,4] {
+  %dot.1 = f32[4,4]{1,0} dot(%x, %x), lhs_contracting_dims={1}
+  %ynn_fusion.2 = f32[4,4]{1,0} fusion(%dot.1), kind=kCustom, calls=%outer
+  %wrapped_tanh = f32[4,4]{1,0} fusion(%ynn_fusion.2), kind=kLoop, calls=%elementwise, \
+metadata={op_name="dot(x)"}
+  %while.3 = (s32[], f32[4,4]{1,0}) while(%wrapped_tanh), condition=%cond, body=%body
+  ROOT %dot_general_add = f32[4,4]{1,0} add(%wrapped_tanh, %dot.1)
+}
+"""
+
+
+def test_sequence_profile_groups_products_by_the_compiled_hlo():
+    """A dot, a convolution and fusions computing one (however deeply) are products; an
+    elementwise op is not, though its op name mentions a dot; nor is the loop around one."""
+    from benchmarks.sequence_profile import product_ops
+
+    assert product_ops(HLO) == {"dot.7", "nested", "conv", "dot.1", "ynn_fusion.2"}
+
+
+def test_sequence_profile_takes_each_op_s_own_time():
+    """An op's own time is its duration less that of the ops nested directly in it."""
+    from collections import namedtuple
+
+    from benchmarks.sequence_profile import own_times
+
+    event = namedtuple("event", "name start_ns duration_ns")
+    events = [event("loop", 0, 100), event("dot", 10, 20), event("fusion", 40, 20),
+              event("dot", 45, 5), event("dot", 120, 10)]
+    assert own_times(events) == {"loop": 60, "dot": 35, "fusion": 15}
