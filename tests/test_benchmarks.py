@@ -224,3 +224,15 @@ def test_sequence_profile_takes_each_op_s_own_time():
     events = [event("loop", 0, 100), event("dot", 10, 20), event("fusion", 40, 20),
               event("dot", 45, 5), event("dot", 120, 10)]
     assert own_times(events) == {"loop": 60, "dot": 35, "fusion": 15}
+
+
+def test_sequence_profile_groups_both_libraries_steps():
+    """One profiled lstm step each: XLA's products and PyTorch's fused LSTM are found, and
+    raw JAX's products are most of its op time, as RESULTS.md reports."""
+    pytest.importorskip("torch")
+    from benchmarks.sequence_profile import jax_groups, torch_groups
+
+    lstm = SEQUENCE_WORKLOADS["lstm"]
+    xla, torch = jax_groups(lstm, steps=1), torch_groups(lstm, steps=1)
+    assert xla["products"] > 0.4 * sum(xla.values()) and all(t > 0 for t in xla.values())
+    assert torch["fused LSTM"] > 0.5 * sum(torch.values())
