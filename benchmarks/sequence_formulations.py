@@ -37,14 +37,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import sequence_peers as sp
 from benchmarks.common import interleaved, machine, median
-from benchmarks.peers import optax_step, xent
+from benchmarks.peers import xent
 from minitorch.nn.conv import conv_as_matmul
 from minitorch.nn.recurrent import gate_product
 
@@ -202,19 +201,18 @@ EMBEDDING_LOOKUPS = {"NaN fill in the gather": _fill, "select after the gather":
 def embedding_compiles(repeats: int) -> dict[str, float]:
     """Seconds to compile the convseq step (Adam) with each out-of-range id formulation."""
     w = sp.SEQUENCE_WORKLOADS["convseq"]
-    x, y = w.data()
 
     def loss(name):
         return lambda p, ids, y: xent(
             sp.convseq_from_rows(p, EMBEDDING_LOOKUPS[name](p["embed"], ids)), y)
 
     params = sp.raw_params(w, jax.random.key(0))
-    tx = optax.adam(sp.LEARNING_RATE)
     times: dict[str, list[float]] = {name: [] for name in EMBEDDING_LOOKUPS}
     for _ in range(repeats):
         for name in times:
             jax.clear_caches()
-            lowered = optax_step(loss(name), tx).lower(params, tx.init(params), x, y)
+            step, args = sp.functional_step(loss(name), params, w)
+            lowered = step.lower(*args)
             start = time.perf_counter()
             lowered.compile()
             times[name].append(time.perf_counter() - start)

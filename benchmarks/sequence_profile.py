@@ -37,7 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import interleaved, machine, median  # noqa: E402
 from benchmarks.peers import carry_run  # noqa: E402
-from benchmarks.sequence_peers import SEQUENCE_WORKLOADS, pytorch, raw_jax_step  # noqa: E402
+from benchmarks.sequence_peers import (  # noqa: E402
+    SEQUENCE_WORKLOADS,
+    pytorch,
+    raw_jax,
+    raw_jax_step,
+)
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")  # unindented, opens a body
@@ -168,8 +173,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     for name in args.workloads:
         workload = SEQUENCE_WORKLOADS[name]
-        step, step_args = raw_jax_step(workload)
-        times = interleaved({"raw JAX": carry_run(step, *step_args),
+        times = interleaved({"raw JAX": raw_jax(workload)(),
                              "PyTorch eager": pytorch(workload)()}, rounds=args.steps)
         wall = {impl: median(t) for impl, t in times.items()}
         groups = {"raw JAX": jax_groups(workload, args.steps),
