@@ -56,7 +56,7 @@ import numpy as np
 import safetensors.numpy
 
 from minitorch.errors import check_int
-from minitorch.nn.core import check_fits_32_bits, is_int
+from minitorch.validate import check_fits_32_bits, is_int
 
 FORMAT = 2
 RECORD = "minitorch"

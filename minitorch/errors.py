@@ -15,6 +15,8 @@ The concrete classes also derive from the builtin a user would catch
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -75,6 +77,36 @@ class IdError(LayerError, ValueError):
 
 class StateError(LayerError, ValueError):
     """A stateful layer (``BatchNorm``) got no state, or a state of the wrong structure."""
+
+
+class KeywordError(LayerError, TypeError):
+    """A keyword reached a layer (``apply``) or a composite (``forward``) that does not
+    declare it, or a chain (``Net``) that has no single layer to give it to."""
+
+
+class PathError(LayerError, ValueError):
+    """A path names no sub-layer (``call("atn", x)`` in a composite with ``attn``)."""
+
+
+class ForwardError(LayerError):
+    """An error raised in a composite's own ``forward`` code (its arithmetic, a user's
+    check), re-raised with the composite's path. :func:`forward_error` makes it also an
+    instance of the original's builtin class, so ``except TypeError`` still catches a
+    ``TypeError`` from ``forward``; the original is chained as ``__cause__``."""
+
+
+@functools.cache
+def _forward_error_class(base: type[BaseException]) -> type[ForwardError]:
+    if base is Exception:
+        return ForwardError
+    return type("ForwardError", (ForwardError, base), {"__module__": __name__})
+
+
+def forward_error(where: str, err: Exception) -> ForwardError:
+    """``err`` (not a LayerError) as a ForwardError at ``where``, keeping its builtin class
+    (``TypeError``, ``ValueError``, ...) and its message."""
+    base = next(c for c in type(err).__mro__ if c.__module__ == "builtins")
+    return _forward_error_class(base)(where, f"{type(err).__name__}: {err}")
 
 
 class ArgumentError(TypeError, ValueError):

@@ -24,8 +24,9 @@ import jax.numpy as jnp
 
 from minitorch.errors import LayerError
 from minitorch.nn.activations import LeakyReLU, ReLU
+from minitorch.nn.containers import Net
 from minitorch.nn.conv import Conv2D
-from minitorch.nn.core import Array, Layer, Net, Params
+from minitorch.nn.core import Array, Layer, Params
 from minitorch.nn.linear import Linear
 from minitorch.nn.pooling import AvgPool2D, MaxPool2D
 from minitorch.nn.regularization import Dropout

@@ -36,7 +36,8 @@ from minitorch.data import ArrayDataset, DataLoader
 from minitorch.epoch import EpochPlan, make_epoch, make_epoch_steps
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
-from minitorch.nn.core import Layer, Params, State, check_fits_32_bits, is_int, real
+from minitorch.nn.core import Layer, Params, State
+from minitorch.validate import check_fits_32_bits, is_int, real
 
 History = dict[str, list[float]]
 

@@ -1,8 +1,9 @@
 """Freezing sub-layers by path: their params stay bit-unchanged and cost no weight gradients.
 
-A path names a sub-layer (or one param) the way errors, summaries and telemetry do:
-``"0"`` is a net's first layer, ``"2.attn"`` the ``attn`` of its third, ``"0.W"`` one
-array. Freezing has two halves, both needed:
+A path names a sub-layer (or one param) the way errors, summaries and telemetry do
+(:mod:`minitorch.nn.paths`): ``"0"`` is a net's first layer, ``"2.attn"`` the ``attn`` of
+its third, ``"2.blocks.0"`` the first element of its sequence field ``blocks``, ``"0.W"``
+one array. Freezing has two halves, both needed:
 
 - :func:`optimizer` wraps an optax optimiser so that frozen params get exactly zero updates
   (after weight decay, momentum, anything the optimiser adds). Its state is the inner
@@ -33,18 +34,9 @@ import jax.numpy as jnp
 import optax
 
 from minitorch.errors import ArgumentError
+from minitorch.nn.paths import leaf_paths, under
 
 Paths = Sequence[str]
-
-
-def _dotted(key_path: tuple) -> str:
-    parts = []
-    for key in key_path:
-        for attr in ("idx", "key", "name"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-    return ".".join(parts)
 
 
 def mask(params: Any, paths: Paths) -> Any:
@@ -55,14 +47,13 @@ def mask(params: Any, paths: Paths) -> Any:
     if isinstance(paths, str):
         raise ArgumentError(f"freeze: paths must be a list of paths, received the string "
                             f"{paths!r} (write [{paths!r}])")
-    dotted = jax.tree_util.tree_flatten_with_path(params)[0]
-    names = [_dotted(key_path) for key_path, _ in dotted]
+    names = leaf_paths(params)
     for path in paths:
-        if not any(name == path or name.startswith(f"{path}.") for name in names):
+        if not any(under(name, [path]) for name in names):
             tops = sorted({name.split(".")[0] for name in names}, key=lambda n: (len(n), n))
             raise ArgumentError(f"freeze: no params under path {path!r}; the params' paths "
                                 f"start with {tops}")
-    frozen = [any(name == p or name.startswith(f"{p}.") for p in paths) for name in names]
+    frozen = [under(name, paths) for name in names]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), frozen)
 
 

@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import DTypeError, ShapeError
-from minitorch.nn.core import at_least_f32, check_ids, real
+from minitorch.nn.checks import check_ids
+from minitorch.nn.precision import at_least_f32
+from minitorch.validate import real
 
 Array = jax.Array
 Reduction = Literal["mean", "sum", "none"]

@@ -24,16 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.nn.activations import ReLU
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    State,
-    intermediates,
-    named_layers,
-    param_groups,
-)
+from minitorch.nn.containers import intermediates
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, State
+from minitorch.nn.paths import named_layers, param_groups
 
 
 def grad_norms(grads: Params) -> dict[str, Array]:

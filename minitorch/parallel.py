@@ -48,7 +48,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from minitorch.errors import ArgumentError
-from minitorch.nn.core import Layer, is_int
+from minitorch.nn.core import Layer
+from minitorch.validate import is_int
 
 DATA_AXIS = "data"
 

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from minitorch.nn.core import param_groups
+from minitorch.nn.paths import param_groups
 
 try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import LayerError
-from minitorch.nn.core import Layer, intermediates, named_layers
+from minitorch.nn.containers import intermediates
+from minitorch.nn.core import Layer
+from minitorch.nn.paths import named_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Summary:
 
     def __str__(self) -> str:
         def shape(s: tuple[int, ...]) -> str:
+            if not s:  # no output of its own (a Param, or a part forward never calls)
+                return "-"
             return "(" + ", ".join(["N", *map(str, s[1:])]) + ("," if len(s) == 1 else "") + ")"
 
         header = ("index", "layer", "output shape", "params", "bytes")

@@ -36,7 +36,8 @@ from minitorch import freeze, monitor, optim
 from minitorch import metrics as metric_fns
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, resolve_state
+from minitorch.nn.containers import resolve_state
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, State
 
 Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
 Metrics = dict[str, Array]

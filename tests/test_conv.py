@@ -7,7 +7,7 @@ from absl.testing import parameterized
 
 from minitorch import nn
 from minitorch.errors import ShapeError
-from minitorch.nn.core import resolve_padding
+from minitorch.nn.geometry import resolve_padding
 from tests.helpers import assert_matches_torch, check_layer_grads, conv2d_ref
 
 # (in, out, kernel, stride, padding, dilation, groups, bias, input H x W)

@@ -7,7 +7,7 @@ from absl.testing import parameterized
 
 from minitorch import nn
 from minitorch.errors import ShapeError
-from minitorch.nn.core import resolve_padding
+from minitorch.nn.geometry import resolve_padding
 from tests.helpers import assert_matches_torch, check_layer_grads, distinct, pool2d_ref
 
 # (kernel, stride, padding, input H x W)

@@ -2,9 +2,12 @@
 
 from minitorch.errors import (
     DTypeError,
+    ForwardError,
     KeyArgError,
+    KeywordError,
     LayerError,
     ParamsError,
+    PathError,
     ShapeError,
     StateError,
 )
@@ -20,12 +23,15 @@ from minitorch.nn.activations import (
     Tanh,
 )
 from minitorch.nn.attention import MultiHeadAttention
-from minitorch.nn.compose import Composite, Parallel, Residual, Wrapper
+from minitorch.nn.compose import Parallel, Residual, Wrapper
+from minitorch.nn.composite import Call, Composite, Param
+from minitorch.nn.containers import Container, Net, count_params, intermediates
 from minitorch.nn.conv import Conv1D, Conv2D, ConvTranspose2D
-from minitorch.nn.core import Container, Layer, Net, count_params, intermediates, named_layers
+from minitorch.nn.core import Layer
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
 from minitorch.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
+from minitorch.nn.paths import named_layers
 from minitorch.nn.pooling import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from minitorch.nn.precision import MixedPrecision
 from minitorch.nn.recurrent import GRU, LSTM, RNN
@@ -33,11 +39,12 @@ from minitorch.nn.regularization import Dropout
 from minitorch.nn.reshape import Flatten, Reshape
 
 __all__ = [
-    "AvgPool1D", "AvgPool2D", "BatchNorm", "Composite", "Container", "Conv1D", "Conv2D",
-    "ConvTranspose2D", "DTypeError", "Dropout", "Embedding", "Flatten", "GELU", "GRU",
-    "GroupNorm", "KeyArgError", "LSTM", "Layer", "LayerError", "LayerNorm", "LeakyReLU",
-    "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MixedPrecision", "MultiHeadAttention",
-    "Net", "PReLU", "Parallel", "ParamsError", "RMSNorm", "RNN", "ReLU", "Reshape", "Residual",
-    "ShapeError", "Sigmoid", "Softmax", "StateError", "Tanh", "Wrapper", "count_params", "init",
-    "intermediates", "named_layers",
+    "AvgPool1D", "AvgPool2D", "BatchNorm", "Call", "Composite", "Container", "Conv1D",
+    "Conv2D", "ConvTranspose2D", "DTypeError", "Dropout", "Embedding", "Flatten",
+    "ForwardError", "GELU", "GRU", "GroupNorm", "KeyArgError", "KeywordError", "LSTM", "Layer",
+    "LayerError", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D",
+    "MixedPrecision", "MultiHeadAttention", "Net", "PReLU", "Parallel", "Param", "ParamsError",
+    "PathError", "RMSNorm", "RNN", "ReLU", "Reshape", "Residual", "ShapeError", "Sigmoid",
+    "Softmax", "StateError", "Tanh", "Wrapper", "count_params", "init", "intermediates",
+    "named_layers",
 ]

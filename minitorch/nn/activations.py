@@ -5,31 +5,17 @@ Each keeps the input's shape and dtype: ``x (...) -> y (...)``.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from minitorch.errors import ShapeError, check_int
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    check_float,
-    check_key,
-    check_params,
-    flag,
-    float_dtype,
-    positive_int,
-    real,
-    renamed_argument,
-    set_fields,
-)
+from minitorch.nn.checks import check_float, check_key, check_params
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
+from minitorch.validate import flag, float_dtype, positive_int, real, renamed_argument
 
 
-@dataclasses.dataclass(frozen=True)
 class _Activation(Layer):
     """A parameterless layer ``y = fn(x)``."""
 
@@ -43,7 +29,6 @@ class _Activation(Layer):
         raise NotImplementedError
 
 
-@dataclasses.dataclass(frozen=True)
 class ReLU(_Activation):
     """``max(x, 0)``; the gradient at 0 is 0, as in PyTorch."""
 
@@ -51,7 +36,6 @@ class ReLU(_Activation):
         return jax.nn.relu(x)
 
 
-@dataclasses.dataclass(frozen=True)
 class LeakyReLU(_Activation):
     """``x`` where ``x >= 0``, else ``negative_slope * x``."""
 
@@ -64,7 +48,6 @@ class LeakyReLU(_Activation):
         return jax.nn.leaky_relu(x, self.negative_slope)
 
 
-@dataclasses.dataclass(frozen=True)
 class Tanh(_Activation):
     """``tanh(x)``."""
 
@@ -72,7 +55,6 @@ class Tanh(_Activation):
         return jnp.tanh(x)
 
 
-@dataclasses.dataclass(frozen=True)
 class Sigmoid(_Activation):
     """``1 / (1 + exp(-x))``."""
 
@@ -80,7 +62,6 @@ class Sigmoid(_Activation):
         return jax.nn.sigmoid(x)
 
 
-@dataclasses.dataclass(frozen=True)
 class GELU(_Activation):
     """``x * Phi(x)``: the exact erf form, or the tanh approximation with ``approximate=True``."""
 
@@ -93,7 +74,6 @@ class GELU(_Activation):
         return jax.nn.gelu(x, approximate=self.approximate)
 
 
-@dataclasses.dataclass(frozen=True)
 class _OverAxis(_Activation):
     axis: int = -1
 
@@ -109,7 +89,6 @@ class _OverAxis(_Activation):
         return super().apply(params, x, key=key, train=train)
 
 
-@dataclasses.dataclass(frozen=True)
 class Softmax(_OverAxis):
     """``exp(x) / sum(exp(x))`` along ``axis`` (computed stably)."""
 
@@ -117,7 +96,6 @@ class Softmax(_OverAxis):
         return jax.nn.softmax(x, axis=self.axis)
 
 
-@dataclasses.dataclass(frozen=True)
 class LogSoftmax(_OverAxis):
     """``x - logsumexp(x)`` along ``axis``; pair with ``losses.softmax_cross_entropy``'s
     inputs only if you want log-probabilities, the loss itself takes raw logits."""
@@ -126,7 +104,6 @@ class LogSoftmax(_OverAxis):
         return jax.nn.log_softmax(x, axis=self.axis)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class PReLU(Layer):
     """``x`` where ``x >= 0``, else ``a * x`` with a learned slope ``a``.
 

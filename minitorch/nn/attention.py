@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -10,27 +9,14 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import DTypeError, KeyArgError, ShapeError
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    check_float,
-    check_key,
-    check_params,
-    flag,
-    float_dtype,
-    positive_int,
-    real,
-    set_fields,
-    split_key,
-)
+from minitorch.nn.checks import check_float, check_key, check_params
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
 from minitorch.nn.regularization import dropout as drop
+from minitorch.validate import flag, float_dtype, positive_int, real
 
 PROJECTIONS = ("q", "k", "v", "o")
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class MultiHeadAttention(Layer):
     """Scaled dot-product attention over ``num_heads`` heads of ``embed_dim // num_heads``.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar
 
 import jax
@@ -11,28 +10,10 @@ from jax import lax
 
 from minitorch.errors import ShapeError
 from minitorch.nn import init as initializers
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Padding,
-    Params,
-    PRNGKey,
-    as_pair,
-    as_tuple,
-    check_float,
-    check_key,
-    check_params,
-    check_shape,
-    conv_output_size,
-    flag,
-    float_dtype,
-    positive_int,
-    renamed_argument,
-    resolve_padding,
-    set_fields,
-    spatial_axes,
-    split_key,
-)
+from minitorch.nn.checks import check_float, check_key, check_params, check_shape
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
+from minitorch.nn.geometry import Padding, conv_output_size, resolve_padding, spatial_axes
+from minitorch.validate import as_pair, as_tuple, flag, float_dtype, positive_int, renamed_argument
 
 
 def _check_groups(owner: str, in_channels: Any, out_channels: Any,
@@ -57,7 +38,6 @@ def _kernel_params(layer: Any, key: PRNGKey, shape: tuple[int, ...]) -> Params:
     return params
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class _Conv(Layer):
     """The convolution shared by ``Conv1D`` and ``Conv2D`` (``spatial`` axes after N, C);
     both run :func:`convolve`."""
@@ -112,7 +92,6 @@ class _Conv(Layer):
                         pads=pads, dilation=self.dilation, groups=self.groups)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class Conv2D(_Conv):
     """2-D convolution (cross-correlation, as in PyTorch) over ``(N, C, H, W)`` inputs.
 
@@ -140,7 +119,6 @@ class Conv2D(_Conv):
         return self.groups == 1 or jax.default_backend() != "cpu"
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class Conv1D(_Conv):
     """1-D convolution (cross-correlation, as ``torch.nn.Conv1d``) over ``(N, C, L)`` inputs.
 
@@ -184,7 +162,6 @@ def convolve(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
     return y + b.reshape(-1, *(1,) * (x.ndim - 2)) if b is not None else y
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class ConvTranspose2D(Layer):
     """The transpose (gradient) of a 2-D convolution, as ``torch.nn.ConvTranspose2d``.
 

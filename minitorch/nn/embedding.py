@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
 
 from minitorch.errors import DTypeError
 from minitorch.nn import init as initializers
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    check_float,
-    check_ids,
-    check_key,
-    check_params,
-    check_shape,
-    float_dtype,
-    positive_int,
-    renamed_argument,
-    set_fields,
-)
+from minitorch.nn.checks import check_float, check_ids, check_key, check_params, check_shape
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
+from minitorch.validate import float_dtype, positive_int, renamed_argument
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class Embedding(Layer):
     """``y = W[ids]``.
 

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
 
 from minitorch.nn import init as initializers
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    check_float,
-    check_key,
-    check_params,
-    check_shape,
-    flag,
-    float_dtype,
-    positive_int,
-    renamed_argument,
-    set_fields,
-    split_key,
-)
+from minitorch.nn.checks import check_float, check_key, check_params, check_shape
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
+from minitorch.validate import flag, float_dtype, positive_int, renamed_argument
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class Linear(Layer):
     """``y = x @ W + b``.
 

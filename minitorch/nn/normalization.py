@@ -3,7 +3,6 @@ layer with state)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -12,28 +11,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from minitorch.errors import ShapeError
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    State,
-    at_least_f32,
-    check_float,
-    check_key,
-    check_params,
-    check_shape,
-    check_state,
-    flag,
-    float_dtype,
-    is_int,
-    positive_int,
-    real,
-    set_fields,
-)
+from minitorch.nn.checks import check_float, check_key, check_params, check_shape, check_state
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, set_fields
+from minitorch.nn.precision import at_least_f32
+from minitorch.validate import flag, float_dtype, is_int, positive_int, real
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class LayerNorm(Layer):
     """Normalise over the trailing ``normalized_shape`` axes, then scale and shift.
 
@@ -90,7 +73,6 @@ class LayerNorm(Layer):
         return y.astype(dtype)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class RMSNorm(Layer):
     """Divide by the root mean square over the trailing ``normalized_shape`` axes, then scale:
     ``y = x / sqrt(mean(x ** 2) + eps) * scale``, as ``torch.nn.RMSNorm``.
@@ -133,7 +115,6 @@ class RMSNorm(Layer):
         return (x * inv * params["scale"]).astype(dtype)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class GroupNorm(Layer):
     """Normalise each group of ``num_channels // num_groups`` channels over those channels
     and every axis after them, then scale and shift per channel, as ``torch.nn.GroupNorm``.
@@ -196,7 +177,6 @@ def _normalized_shape(value: Any, owner: str) -> tuple[int, ...]:
     return tuple(positive_int(d, "normalized_shape", owner) for d in values)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class BatchNorm(Layer):
     """Batch normalisation over the channel axis 1, as ``torch.nn.BatchNorm1d`` / ``2d``.
 

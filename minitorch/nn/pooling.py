@@ -5,32 +5,20 @@ The 1-D layers run as the 2-D ones over an input of height 1: one pooling under 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import ClassVar
 
 import jax.numpy as jnp
 from jax import lax
 
+from minitorch.nn.checks import check_float, check_params, check_shape
 from minitorch.nn.conv import check_window_fits
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Padding,
-    Params,
-    PRNGKey,
-    as_tuple,
-    check_float,
-    check_params,
-    check_shape,
-    reshape_examples,
-    resolve_padding,
-    set_fields,
-    spatial_axes,
-)
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
+from minitorch.nn.geometry import Padding, resolve_padding, spatial_axes
+from minitorch.nn.reshape import reshape_examples
+from minitorch.validate import as_tuple
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class _Pool(Layer):
     spatial: ClassVar[int]
     kernel_size: tuple[int, ...]
@@ -90,7 +78,6 @@ def _window(kernel: tuple[int, ...], stride: tuple[int, ...]) -> dict:
     return {"window_dimensions": (1, 1, *kernel), "window_strides": (1, 1, *stride)}
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class MaxPool2D(_Pool):
     """Maximum over ``kernel_size`` windows; padding counts as ``-inf``.
 
@@ -116,7 +103,6 @@ class MaxPool2D(_Pool):
         return lax.reduce_window(x, -jnp.inf, lax.max, padding=pads, **_window(kernel, stride))
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class AvgPool2D(_Pool):
     """Mean over ``kernel_size`` windows; padded zeros count (PyTorch's ``count_include_pad``).
 
@@ -134,7 +120,6 @@ class AvgPool2D(_Pool):
         return total / math.prod(kernel)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class MaxPool1D(MaxPool2D):
     """Maximum over ``kernel_size`` windows of an ``(N, C, L)`` input; padding counts as
     ``-inf``. Args as :class:`MaxPool2D`, each an int (or a 1-tuple).
@@ -145,7 +130,6 @@ class MaxPool1D(MaxPool2D):
     spatial: ClassVar[int] = 1
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class AvgPool1D(AvgPool2D):
     """Mean over ``kernel_size`` windows of an ``(N, C, L)`` input; padded zeros count.
     Args and shapes as :class:`MaxPool1D`."""

@@ -19,14 +19,21 @@ without touching its code::
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from minitorch.nn.compose import Wrapper
-from minitorch.nn.core import Layer, Params, PRNGKey, State, Tap, float_dtype, set_fields
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, set_fields
+from minitorch.nn.paths import Tap
+from minitorch.validate import float_dtype
+
+
+def at_least_f32(x: Array) -> Array:
+    """``x`` cast up to float32 when it is a narrower float (bfloat16, float16): statistics
+    and losses are long reductions that 8 or 11 bits of mantissa would spoil."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def cast_floating(tree: Any, dtype: Any) -> Any:
@@ -36,7 +43,6 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
         tree)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class MixedPrecision(Wrapper):
     """``layer`` computed in ``compute_dtype`` with float32 params and outputs.
 

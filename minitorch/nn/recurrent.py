@@ -12,7 +12,6 @@ and the gate-major layout beats the plain product.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -21,26 +20,13 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import ShapeError
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    check_float,
-    check_key,
-    check_params,
-    check_shape,
-    flag,
-    float_dtype,
-    positive_int,
-    set_fields,
-    split_key,
-)
+from minitorch.nn.checks import check_float, check_key, check_params, check_shape
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
+from minitorch.validate import flag, float_dtype, positive_int
 
 Carry = Any  # h (N, H); for LSTM the pair (h, c)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class _Recurrent(Layer):
     """The parts every recurrent layer shares: params, checks, the scan over time.
 
@@ -138,7 +124,6 @@ def gate_product(w_t: Array, v: Array) -> Array:
 _NONLINEARITIES: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class RNN(_Recurrent):
     """Elman RNN: ``h_t = act(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)``.
 
@@ -170,7 +155,6 @@ class RNN(_Recurrent):
         return _NONLINEARITIES[self.nonlinearity](gates)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class LSTM(_Recurrent):
     """Long short-term memory, gates in PyTorch's order (input, forget, cell, output):
     ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``.
@@ -204,7 +188,6 @@ class LSTM(_Recurrent):
         return tuple(jnp.asarray(v, dtype) for v in initial)
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class GRU(_Recurrent):
     """Gated recurrent unit, gates in PyTorch's order (reset, update, new):
     ``n = tanh(x W_in + b_in + r * (h W_hn + b_hn))``, ``h_t = (1 - z) * n + z * h_{t-1}``.

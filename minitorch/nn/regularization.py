@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax.numpy as jnp
 
 from minitorch.errors import KeyArgError
 from minitorch.nn.bernoulli import bernoulli
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    check_float,
-    check_key,
-    check_params,
-    real,
-    set_fields,
-)
+from minitorch.nn.checks import check_float, check_key, check_params
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
+from minitorch.validate import real
 
 
-@dataclasses.dataclass(frozen=True)
 class Dropout(Layer):
     """Zero each element with probability ``rate`` and scale the rest by ``1 / (1 - rate)``.
 

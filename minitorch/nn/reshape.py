@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from minitorch.errors import ShapeError
-from minitorch.nn.core import (
-    Array,
-    Layer,
-    Params,
-    PRNGKey,
-    check_params,
-    reshape_examples,
-    set_fields,
-)
+from minitorch.nn.checks import check_params
+from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
 
 
-@dataclasses.dataclass(frozen=True)
+def reshape_examples(x: Array, shape: Sequence[int]) -> Array:
+    """``jnp.reshape(x, shape)`` for a ``shape`` that keeps axis 0 (the batch) whole.
+
+    Under a ``Mesh`` with explicit axes JAX cannot infer how a reshape that splits axes is
+    sharded, so the batch axis keeps its sharding and the other axes are replicated.
+    """
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if sharding is None or not spec or sharding.mesh.empty:
+        return jnp.reshape(x, shape)
+    out = sharding.update(spec=PartitionSpec(spec[0], *[None] * (len(shape) - 1)))
+    return jnp.reshape(x, shape, out_sharding=out)
+
+
 class Flatten(Layer):
     """Flatten every axis after the first: ``x (N, d1, d2, ...) -> y (N, d1 * d2 * ...)``."""
 
@@ -33,7 +41,6 @@ class Flatten(Layer):
         return reshape_examples(x, (shape[0], math.prod(shape[1:])))
 
 
-@dataclasses.dataclass(frozen=True, init=False)
 class Reshape(Layer):
     """Reshape each example: ``x (N, ...) -> y (N, *shape)``; one entry of ``shape`` may be -1."""
 
