@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import jax.numpy as jnp
 
-from minitorch.errors import ArgumentError, check_int
+from minitorch.errors import ArgumentError, DTypeError, ShapeError, check_int
 from minitorch.nn.core import Array
 
 COUNTS = "counts"  # where a step's metrics hold the per-batch counts of counted metrics
@@ -47,9 +47,14 @@ MetricLike = Callable[[Array, Array], Array] | Metric
 
 @dataclasses.dataclass(frozen=True)
 class F1:
-    """Macro-averaged F1 of class ids ``targets (N,)`` against ``outputs (N, C)``'s argmax,
-    as ``sklearn.metrics.f1_score(average="macro")`` (a class with no true or predicted
-    example scores 0)."""
+    """Macro-averaged F1 of class ids ``targets (N, ...)`` against the argmax of
+    ``outputs (N, ..., C)``, as ``sklearn.metrics.f1_score(average="macro")`` on the
+    flattened labels (a class with no true or predicted example scores 0): token-level
+    targets ``(N, L)`` with outputs ``(N, L, C)`` count every token.
+
+    Shapes are checked: ``targets.shape`` must be ``outputs.shape[:-1]`` (``(N, 1)`` labels
+    against ``(N, C)`` outputs are refused, never broadcast to ``N x N`` pairs), integer
+    class ids (not one-hot rows), and ``C == num_classes``."""
 
     num_classes: int
 
@@ -57,7 +62,9 @@ class F1:
         check_int("F1", "num_classes", self.num_classes, 2)
 
     def counts(self, outputs: Array, targets: Array) -> dict[str, Array]:
-        predicted = jnp.argmax(outputs, axis=-1)
+        check_class_ids(type(self).__name__, outputs, targets, self.num_classes)
+        predicted = jnp.argmax(outputs, axis=-1).reshape(-1)
+        targets = jnp.reshape(targets, -1)
         classes = jnp.arange(self.num_classes)
         hit = (predicted == targets)[..., None]
         is_pred = predicted[..., None] == classes
@@ -70,6 +77,25 @@ class F1:
         denominator = pred + true
         f1 = jnp.where(denominator > 0, 2 * tp / jnp.maximum(denominator, 1), 0.0)
         return jnp.mean(f1)
+
+
+def check_class_ids(where: str, outputs: Array, targets: Array, num_classes: int) -> None:
+    """Raise ShapeError (or DTypeError) unless ``targets`` are integer class ids shaped
+    ``outputs.shape[:-1]`` and ``outputs`` has ``num_classes`` scores on its last axis."""
+    out_shape, shape = tuple(jnp.shape(outputs)), tuple(jnp.shape(targets))
+    if not out_shape or out_shape[-1] != num_classes:
+        raise ShapeError(where, f"expected outputs of shape (..., num_classes={num_classes}), "
+                         f"received {out_shape}")
+    if shape == out_shape:
+        raise ShapeError(where, f"expected class ids of shape {out_shape[:-1]}, received "
+                         f"targets shaped like the outputs {shape} (one-hot or probability "
+                         f"rows?): pass targets.argmax(-1)")
+    if shape != out_shape[:-1]:
+        raise ShapeError(where, f"expected targets of shape {out_shape[:-1]} (the outputs' "
+                         f"{out_shape} without the class axis), received {shape}")
+    if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
+        raise DTypeError(where, f"expected integer class ids, received "
+                         f"{jnp.result_type(targets)}")
 
 
 def check(metrics: Mapping[str, MetricLike] | None, where: str) -> dict[str, MetricLike]:

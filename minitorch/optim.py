@@ -22,12 +22,15 @@ optimiser between steps. PyTorch's ``dampening`` and ``maximize`` are not offere
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from minitorch.nn.precision import at_least_f32
 
 
 def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.0, nesterov: bool = False,
@@ -141,18 +144,33 @@ def dynamic_loss_scale(optimizer: optax.GradientTransformation, *,
                               jnp.zeros([], jnp.int32), optimizer.init(params))
 
     def update(grads, state, params=None):
-        grads = jax.tree.map(lambda g: g / state.scale.astype(g.dtype), grads)
-        finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        # Unscaled in at least float32: the scale itself may exceed float16's range, where
+        # g / inf = 0 would pass for a finite step; the scaled gradients must be finite.
+        leaves = jax.tree.leaves(grads)
+        finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in leaves]))
+        grads = jax.tree.map(lambda g: (at_least_f32(g) / state.scale).astype(g.dtype), grads)
         updates, inner = optimizer.update(grads, state.inner, params)
         updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
         inner = jax.tree.map(lambda new, old: jnp.where(finite, new, old), inner, state.inner)
         grow = finite & (state.good_steps + 1 >= growth_interval)
-        scale = jnp.where(grow, state.scale * factor, state.scale)
+        scale = jnp.where(grow, jnp.minimum(state.scale * factor, _largest_scale(leaves)),
+                          state.scale)
         scale = jnp.where(finite, scale, jnp.maximum(state.scale / factor, min_scale))
         good_steps = jnp.where(finite & ~grow, state.good_steps + 1, 0)
         return updates, LossScaleState(scale, good_steps.astype(jnp.int32), inner)
 
     return optax.GradientTransformation(init, update)
+
+
+def _largest_scale(grads: list[Any]) -> float:
+    """The largest power of two finite in every floating gradient's dtype (2^15 with float16
+    gradients): beyond it the scale is already inf as a float16 cotangent, so growing
+    further could only ever produce skipped steps."""
+    dtypes = [jnp.result_type(g) for g in grads if jnp.issubdtype(jnp.result_type(g),
+                                                                    jnp.floating)]
+    largest = min((float(jnp.finfo(d).max) for d in dtypes), default=float(
+        jnp.finfo(jnp.float32).max))
+    return 2.0 ** math.floor(math.log2(largest))
 
 
 def loss_scale(opt_state: Any) -> Any:

@@ -170,3 +170,24 @@ class AttentionTest(chex.TestCase):
             nn.MultiHeadAttention(10, 4)
         with pytest.raises(ValueError, match=r"dropout must be a finite number in \[0, 1\)"):
             nn.MultiHeadAttention(8, 2, dropout=1.5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_causal_row_with_every_key_padded_never_sees_the_future(jit):
+    """A padding mask that blocks a whole row: under causal=True the row attends uniformly to
+    the keys up to its own position, never to future ones."""
+    layer = nn.MultiHeadAttention(E, 2, causal=True)
+    params = layer.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 5, E)), jnp.float32)
+    mask = jnp.asarray([[True] * 5, [False] * 5])
+    run = jax.jit(layer.apply) if jit else layer.apply
+    y = run(params, x, mask=mask)
+    later = x.at[:, 3:].set(jnp.asarray(rng.normal(size=(2, 2, E)), jnp.float32))
+    np.testing.assert_allclose(run(params, later, mask=mask)[:, :3], y[:, :3], rtol=1e-6,
+                               atol=1e-6)
+    v = x[1] @ params["v"]["W"] + params["v"]["b"]                    # (L, E)
+    uniform = jnp.cumsum(v, axis=0) / jnp.arange(1, 6)[:, None]       # mean of keys j <= i
+    want = uniform @ params["o"]["W"] + params["o"]["b"]
+    np.testing.assert_allclose(y[1], want, rtol=1e-5, atol=1e-5)
+    assert bool(jnp.all(jnp.isfinite(jax.grad(lambda v: jnp.sum(run(params, v, mask=mask)))(x))))

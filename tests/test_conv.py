@@ -233,3 +233,28 @@ def test_the_formulation_follows_the_platform_lowered_for(platforms, convolution
         x = jax.random.normal(jax.random.key(1), (2, 1, 8, 8))
         np.testing.assert_allclose(exported.call(params, x), net.apply(params, x),
                                    rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda dtype: nn.Conv1D(4, 6, 3, padding=1, dtype=dtype), (2, 4, 7)),
+    (lambda dtype: nn.Conv2D(4, 6, 3, groups=2, dtype=dtype), (2, 4, 5, 5)),
+    (lambda dtype: nn.Conv2D(4, 6, 3, dtype=dtype), (2, 4, 5, 5)),
+    (lambda dtype: nn.ConvTranspose2D(4, 6, 3, stride=2, groups=2, dtype=dtype), (2, 4, 3, 3)),
+])
+@pytest.mark.parametrize("x_dtype, param_dtype", [("bfloat16", "float32"),
+                                                  ("float32", "bfloat16"),
+                                                  ("float16", "float32")])
+def test_mixed_dtypes_promote_as_linear_does(make, shape, x_dtype, param_dtype):
+    """A narrow input with float32 params (and the reverse) computes in the promoted dtype,
+    as Linear does: the same numbers as float32 on the narrow operand's rounded values."""
+    layer = make(param_dtype)
+    params = layer.init(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), x_dtype)
+    y = layer.apply(params, x)
+    assert y.dtype == jnp.result_type(x, params["W"]) == jnp.float32
+    wide = make("float32")
+    want = wide.apply(jax.tree.map(lambda p: p.astype(jnp.float32), params),
+                      x.astype(jnp.float32))
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    grads = jax.jit(jax.grad(lambda p, v: jnp.sum(layer.apply(p, v)), argnums=(0, 1)))(params, x)
+    assert grads[1].dtype == x.dtype and grads[0]["W"].dtype == params["W"].dtype

@@ -118,3 +118,31 @@ def test_metrics_with_a_custom_objective_are_refused():
     with pytest.raises(ArgumentError, match="metrics= needs a net"):
         train.make_step(None, lambda params, batch, key: 0.0, optim.sgd(0.1),
                         metrics={"top2": top2})
+
+
+def test_f1_counts_every_token_of_token_level_targets():
+    rng = np.random.default_rng(2)
+    outputs = rng.normal(size=(6, 7, 4)).astype(np.float32)
+    targets = rng.integers(0, 4, (6, 7))
+    f1 = metrics.F1(4)
+    got = float(f1.value(jax.jit(f1.counts)(outputs, targets)))
+    assert got == pytest.approx(f1_score(targets.ravel(), outputs.argmax(-1).ravel(),
+                                         average="macro"))
+
+
+def test_f1_checks_shapes_instead_of_broadcasting():
+    from minitorch.errors import DTypeError, ShapeError
+
+    f1 = metrics.F1(3)
+    outputs = np.zeros((5, 3), np.float32)
+    with pytest.raises(ShapeError, match=r"F1: expected targets of shape \(5,\) .* "
+                                         r"received \(5, 1\)"):
+        f1.counts(outputs, np.zeros((5, 1), np.int32))
+    with pytest.raises(ShapeError, match=r"F1: expected outputs of shape "
+                                         r"\(\.\.\., num_classes=3\), received \(5, 4\)"):
+        f1.counts(np.zeros((5, 4), np.float32), np.zeros(5, np.int32))
+    with pytest.raises(ShapeError, match=r"one-hot or probability rows\?\): pass "
+                                         r"targets.argmax\(-1\)"):
+        f1.counts(outputs, np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]])
+    with pytest.raises(DTypeError, match="F1: expected integer class ids, received float32"):
+        f1.counts(outputs, np.zeros(5, np.float32))

@@ -238,3 +238,35 @@ class RMSNormTest(chex.TestCase):
         with pytest.raises(ShapeError, match=r"^layer 1 \(RMSNorm\): expected input of shape "
                                              r"\(\.\.\., 4\), received \(2, 5\)$"):
             net.apply(net.init(jax.random.key(0)), jnp.ones((2, 3)))
+
+
+class NarrowInputTest(chex.TestCase):
+    """Narrow inputs with float32 params, and edge shapes."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_rms_norm_of_bfloat16_and_float16_uses_float32s_epsilon(self):
+        import torch
+
+        layer = nn.RMSNorm(8)
+        params = layer.init(jax.random.key(0))
+        rng = np.random.default_rng(0)
+        x32 = (rng.normal(size=(4, 8)) * 1e-2).astype(np.float32)  # mean square ~1e-4
+        for dtype, torch_dtype in ((jnp.bfloat16, torch.bfloat16), (jnp.float16, torch.float16)):
+            x = jnp.asarray(x32, dtype)
+            got = self.variant(layer.apply)(params, x)
+            self.assertEqual(got.dtype, jnp.float32)
+            exact = np.asarray(x, np.float64)
+            want = exact / np.sqrt((exact ** 2).mean(-1, keepdims=True)
+                                   + np.finfo(np.float32).eps)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            theirs = torch.nn.functional.rms_norm(torch.tensor(x32).to(torch_dtype), (8,))
+            np.testing.assert_allclose(np.asarray(got.astype(dtype), np.float32),
+                                       theirs.float().numpy(), rtol=1e-2, atol=1e-2)
+
+    def test_group_norm_of_an_empty_batch_is_empty(self):
+        layer = nn.GroupNorm(2, 4)
+        params = layer.init(jax.random.key(0))
+        for shape in ((0, 4), (0, 4, 3), (0, 4, 2, 2)):
+            y = layer.apply(params, jnp.ones(shape))
+            self.assertEqual(y.shape, shape)
+            self.assertEqual(jax.jit(layer.apply)(params, jnp.ones(shape)).shape, shape)

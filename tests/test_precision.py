@@ -133,6 +133,26 @@ class DynamicLossScaleTest(chex.TestCase):
         self.assertEqual(optim.loss_scale(grown), grown.scale)
         self.assertEqual(optim.loss_scale(optim.sgd(0.1).init(params)), 1.0)
 
+    def test_float16_gradients_with_a_scale_beyond_float16s_range(self):
+        # 2^17 is inf in float16: dividing float16 gradients by it in float16 gave zeros
+        # that passed for a finite step. Unscaled in float32, they give the true update.
+        opt = optim.dynamic_loss_scale(optim.sgd(1.0), initial_scale=2.0 ** 17,
+                                       growth_interval=1)
+        params = {"w": jnp.ones(2, jnp.float16)}
+        state = opt.init(params)
+        grads = {"w": jnp.full(2, 2.0 ** 14, jnp.float16)}          # true gradient 1/8
+        updates, state = opt.update(grads, state, params)
+        np.testing.assert_array_equal(updates["w"], np.full(2, -0.125, np.float16))
+        # The scale grows only up to the largest power of two finite in float16.
+        self.assertEqual(float(state.scale), 2.0 ** 15)
+        updates, state = opt.update(grads, state, params)
+        self.assertEqual(float(state.scale), 2.0 ** 15)
+        np.testing.assert_array_equal(updates["w"], np.full(2, -0.5, np.float16))
+        # Overflowed (inf) float16 gradients are a skipped step, and the scale halves.
+        updates, state = opt.update({"w": jnp.full(2, jnp.inf, jnp.float16)}, state, params)
+        np.testing.assert_array_equal(updates["w"], np.zeros(2, np.float16))
+        self.assertEqual(float(state.scale), 2.0 ** 14)
+
     def test_float16_gradients_survive_only_with_loss_scaling(self):
         # Gradients of order 1e-9: below float16's smallest subnormal (6e-8) unless scaled up.
         net = nn.MixedPrecision(nn.Net([nn.Linear(4, 4)]), "float16")

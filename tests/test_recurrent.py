@@ -117,3 +117,17 @@ class RecurrentTest(chex.TestCase):
                        initial=(jnp.zeros((2, HIDDEN)), jnp.zeros((3, HIDDEN))))
         with pytest.raises(ValueError, match="RNN: nonlinearity must be 'tanh' or 'relu'"):
             nn.RNN(IN, HIDDEN, nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("x_dtype", ["bfloat16", "float16"])
+def test_narrow_inputs_keep_the_carry_in_the_compute_dtype(kind, x_dtype):
+    """float32 params with bfloat16 inputs compute in float32 throughout: the carry is never
+    rounded to the input's dtype, so the result equals float32 on the rounded inputs."""
+    layer = getattr(nn, kind)(3, 8)
+    params = layer.init(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 12, 3)), x_dtype)
+    y = jax.jit(layer.apply)(params, x)
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(y, layer.apply(params, x.astype(jnp.float32)), rtol=1e-6,
+                               atol=1e-6)

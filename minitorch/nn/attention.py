@@ -40,7 +40,8 @@ class MultiHeadAttention(Layer):
     ``(query (N, L, E), context (N, S, E)) -> (N, L, E)``.
     ``apply(..., mask=m)``: a boolean mask, True where attention is allowed, ``(N, S)``
     (padding) or broadcastable to ``(N, num_heads, L, S)``. A query row with every key
-    masked attends uniformly (not NaN, unlike a plain ``-inf`` mask).
+    masked attends uniformly (not NaN, unlike a plain ``-inf`` mask): to every key, or with
+    ``causal=True`` to the keys up to its own position, never to future ones.
     """
 
     embed_dim: int
@@ -103,8 +104,11 @@ class MultiHeadAttention(Layer):
         q, k, v = project("q", query), project("k", context), project("v", context)
         allowed = self._mask(mask, n, length, context.shape[1])
         scores = jnp.einsum("nlhd,nshd->nhls", q / jnp.sqrt(width).astype(q.dtype), k)
-        if allowed is not None:
+        if allowed is not None:  # the lowest finite score: a row masked whole stays finite
             scores = jnp.where(allowed, scores, jnp.finfo(scores.dtype).min)
+        if self.causal:  # -inf: even a row whose every key is masked never sees the future
+            future = ~jnp.tril(jnp.ones((length, context.shape[1]), jnp.bool_))
+            scores = jnp.where(future, -jnp.inf, scores)
         weights = jax.nn.softmax(scores, axis=-1)
         if train and self.dropout > 0.0:
             if key is None:
@@ -134,7 +138,8 @@ class MultiHeadAttention(Layer):
         return query, context
 
     def _mask(self, mask: Array | None, n: int, length: int, source: int) -> Array | None:
-        """The allowed-positions mask, broadcastable to ``(N, heads, L, S)``, or None."""
+        """The given mask of allowed positions, broadcastable to ``(N, heads, L, S)``, or
+        None (the causal mask is applied apart)."""
         full = (n, self.num_heads, length, source)
         allowed = None
         if mask is not None:
@@ -151,7 +156,4 @@ class MultiHeadAttention(Layer):
                 raise ShapeError("MultiHeadAttention", f"expected a mask of shape (N, S) = "
                                  f"{(n, source)} or broadcastable to (N, num_heads, L, S) = "
                                  f"{full}, received {shape}")
-        if self.causal:
-            future = jnp.tril(jnp.ones((length, source), jnp.bool_))
-            allowed = future if allowed is None else allowed & future
         return allowed

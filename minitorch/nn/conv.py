@@ -145,6 +145,8 @@ def convolve(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
     lowering (``lax.platform_dependent``), so an export for several platforms carries each
     its own formulation.
     """
+    x, w = promote(x, w)  # bfloat16 inputs with float32 params (and the reverse), as Linear
+
     def xla(x, w):
         return lax.conv_general_dilated(x, w, window_strides=stride, padding=pads,
                                         rhs_dilation=dilation, feature_group_count=groups)
@@ -246,12 +248,20 @@ class ConvTranspose2D(Layer):
             raise ShapeError("ConvTranspose2D", f"expected an input whose output is not "
                              f"empty, received {tuple(x.shape)} (output size {tuple(sizes)} "
                              f"with padding {self.padding})")
-        y = lax.conv_general_dilated(x, w.astype(jnp.result_type(x, w)), window_strides=(1, 1),
+        x, w = promote(x, w)
+        y = lax.conv_general_dilated(x, w, window_strides=(1, 1),
                                      padding=pads, lhs_dilation=self.stride,
                                      rhs_dilation=self.dilation,
                                      dimension_numbers=("NCHW", "OIHW", "NCHW"),
                                      feature_group_count=g)
         return y + params["b"][:, None, None] if self.bias else y
+
+
+def promote(x: Array, w: Array) -> tuple[Array, Array]:
+    """``x`` and ``w`` in their promoted dtype: ``lax.conv_general_dilated`` takes one dtype,
+    where a matmul promotes mixed ones itself."""
+    dtype = jnp.result_type(x, w)
+    return x.astype(dtype), w.astype(dtype)
 
 
 def conv_as_matmul(x: Array, w: Array, stride: tuple[int, int],

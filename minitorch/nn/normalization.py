@@ -79,8 +79,9 @@ class RMSNorm(Layer):
 
     Args:
       normalized_shape: an int or tuple: the trailing axes normalised over.
-      eps: added to the mean square; None (default) takes the machine epsilon of the
-        input's dtype, as PyTorch.
+      eps: added to the mean square; None (default) takes the machine epsilon of the dtype
+        it normalises in, as PyTorch: float32's for float32, bfloat16 and float16 inputs
+        (which are normalised in float32), float64's for float64.
       dtype: dtype of the params (float32 by default).
 
     Params: ``scale normalized_shape`` (ones).
@@ -108,9 +109,11 @@ class RMSNorm(Layer):
         check_float(self, x)
         check_shape(self, x, self.normalized_shape, leading=True)
         axes = tuple(range(-len(self.normalized_shape), 0))
-        eps = jnp.finfo(x.dtype).eps if self.eps is None else self.eps
         dtype = jnp.result_type(x, params["scale"])
         x = at_least_f32(x)
+        # None: the machine epsilon of the dtype it normalises in (float32 for bfloat16 and
+        # float16 inputs), as torch.nn.functional.rms_norm; bfloat16's would be 2^-7.
+        eps = jnp.finfo(x.dtype).eps if self.eps is None else self.eps
         inv = jax.lax.rsqrt(jnp.square(x).mean(axis=axes, keepdims=True) + eps)
         return (x * inv * params["scale"]).astype(dtype)
 
@@ -159,7 +162,8 @@ class GroupNorm(Layer):
             raise ShapeError("GroupNorm", f"expected input of shape (N, {self.num_channels}, "
                              f"...), received {jnp.shape(x)}")
         dtype = jnp.result_type(x, params["scale"], params["bias"])
-        groups = at_least_f32(x).reshape(x.shape[0], self.num_groups, -1)
+        per_group = math.prod(x.shape[1:]) // self.num_groups  # explicit: N may be 0
+        groups = at_least_f32(x).reshape(x.shape[0], self.num_groups, per_group)
         mean = groups.mean(axis=-1, keepdims=True)
         var = jnp.square(groups - mean).mean(axis=-1, keepdims=True)
         y = ((groups - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)

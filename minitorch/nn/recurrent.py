@@ -72,6 +72,7 @@ class _Recurrent(Layer):
         check_float(self, x)
         check_shape(self, x, ("N", "T", self.input_size))
         dtype = jnp.result_type(x, params["W_ih"])
+        x = x.astype(dtype)  # the carry stays in this dtype, never rounded to the input's
         carry = self._initial(initial, x.shape[0], dtype)
         weights = self.step_weights(params)  # once, outside the loop
 
