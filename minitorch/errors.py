@@ -79,6 +79,11 @@ class StateError(LayerError, ValueError):
     """A stateful layer (``BatchNorm``) got no state, or a state of the wrong structure."""
 
 
+class CacheError(LayerError, ValueError):
+    """A decoding cache does not fit: another structure, another batch size, or more
+    positions than its ``max_length``."""
+
+
 class KeywordError(LayerError, TypeError):
     """A keyword reached a layer (``apply``) or a composite (``forward``) that does not
     declare it, or a chain (``Net``) that has no single layer to give it to."""

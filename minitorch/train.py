@@ -82,7 +82,9 @@ def classification_metrics(outputs: Array, targets: Array) -> Metrics:
 def _forward(net: Layer, params: Params, state: State, x: Array, key: PRNGKey | None,
              train: bool, tap: Any = None) -> tuple[Array, State]:
     # None stands for "no state" in the steps' uniform signature, as in a public call.
-    return net.run(params, resolve_state(net, state), x, key=key, train=train, tap=tap)
+    y, new_state, _ = net.run(params, resolve_state(net, state), x, key=key, train=train,
+                              tap=tap)
+    return y, new_state
 
 
 def _unpack(batch: Batch) -> tuple[Array, Array]:

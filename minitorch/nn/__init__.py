@@ -1,6 +1,7 @@
 """Layers: immutable ``init``/``apply`` pairs, and ``Net`` to compose them."""
 
 from minitorch.errors import (
+    CacheError,
     DTypeError,
     ForwardError,
     KeyArgError,
@@ -28,6 +29,7 @@ from minitorch.nn.composite import Call, Composite, Param
 from minitorch.nn.containers import Container, Net, count_params, intermediates
 from minitorch.nn.conv import Conv1D, Conv2D, ConvTranspose2D
 from minitorch.nn.core import Layer
+from minitorch.nn.decoding import generate
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
 from minitorch.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
@@ -40,11 +42,11 @@ from minitorch.nn.reshape import Flatten, Reshape
 
 __all__ = [
     "AvgPool1D", "AvgPool2D", "BatchNorm", "Call", "Composite", "Container", "Conv1D",
-    "Conv2D", "ConvTranspose2D", "DTypeError", "Dropout", "Embedding", "Flatten",
+    "Conv2D", "CacheError", "ConvTranspose2D", "DTypeError", "Dropout", "Embedding", "Flatten",
     "ForwardError", "GELU", "GRU", "GroupNorm", "KeyArgError", "KeywordError", "LSTM", "Layer",
     "LayerError", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D",
     "MixedPrecision", "MultiHeadAttention", "Net", "PReLU", "Parallel", "Param", "ParamsError",
     "PathError", "RMSNorm", "RNN", "ReLU", "Reshape", "Residual", "ShapeError", "Sigmoid",
-    "Softmax", "StateError", "Tanh", "Wrapper", "count_params", "init", "intermediates",
+    "Softmax", "StateError", "Tanh", "Wrapper", "count_params", "generate", "init", "intermediates",
     "named_layers",
 ]

@@ -8,9 +8,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from minitorch.errors import DTypeError, KeyArgError, ShapeError
-from minitorch.nn.checks import check_float, check_key, check_params
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
+from minitorch.errors import CacheError, DTypeError, KeyArgError, ShapeError
+from minitorch.nn.checks import (
+    check_cache,
+    check_float,
+    check_key,
+    check_params,
+    check_room,
+    name_of,
+)
+from minitorch.nn.core import Array, Cache, Layer, Params, PRNGKey, set_fields, split_key
 from minitorch.nn.regularization import dropout as drop
 from minitorch.validate import flag, float_dtype, positive_int, real
 
@@ -87,9 +94,26 @@ class MultiHeadAttention(Layer):
                 del entry["b"]
         return axes
 
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
+        """For causal self-attention, the keys and values of up to ``max_length`` positions,
+        ``k``/``v (N, max_length, heads, head_dim)``, and ``index``, how many are filled;
+        ``{}`` otherwise (non-causal attention sees its whole input at every call)."""
+        if not self.causal:
+            return {}
+        owner = name_of(self)
+        n = positive_int(batch_size, "batch_size", owner)
+        length = positive_int(max_length, "max_length", owner)
+        shape = (n, length, self.num_heads, self.embed_dim // self.num_heads)
+        dtype = jnp.dtype(self.dtype if dtype is None else float_dtype(dtype, owner))
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+                "index": jnp.zeros((), jnp.int32)}
+
     def apply(self, params: Params, x: Array | tuple[Array, Array], *,
               key: PRNGKey | None = None, train: bool = False,
-              mask: Array | None = None) -> Array:
+              mask: Array | None = None, cache: Cache | None = None) -> Any:
+        """``y``; with ``cache=`` (causal self-attention, from :meth:`init_cache`),
+        ``(y, new_cache)``: ``x (N, L, E)`` are the next ``L`` positions, attending to every
+        cached position and causally to each other."""
         check_params(self, params)
         query, context = self._inputs(x)
         n, length, _ = query.shape
@@ -102,12 +126,15 @@ class MultiHeadAttention(Layer):
             return y + params[name]["b"].reshape(heads, width) if self.bias else y
 
         q, k, v = project("q", query), project("k", context), project("v", context)
-        allowed = self._mask(mask, n, length, context.shape[1])
+        start: Any = 0  # the absolute position of the first query
+        if cache is not None:
+            start, k, v = self._write(cache, k, v, pair=isinstance(x, (tuple, list)))
+        allowed = self._mask(mask, n, length, k.shape[1])
         scores = jnp.einsum("nlhd,nshd->nhls", q / jnp.sqrt(width).astype(q.dtype), k)
         if allowed is not None:  # the lowest finite score: a row masked whole stays finite
             scores = jnp.where(allowed, scores, jnp.finfo(scores.dtype).min)
         if self.causal:  # -inf: even a row whose every key is masked never sees the future
-            future = ~jnp.tril(jnp.ones((length, context.shape[1]), jnp.bool_))
+            future = jnp.arange(k.shape[1]) > (start + jnp.arange(length))[:, None]
             scores = jnp.where(future, -jnp.inf, scores)
         weights = jax.nn.softmax(scores, axis=-1)
         if train and self.dropout > 0.0:
@@ -118,7 +145,29 @@ class MultiHeadAttention(Layer):
             weights = drop(key, self.dropout, weights)
         out = jnp.einsum("nhls,nshd->nlhd", weights, v)
         y = jnp.einsum("nlhd,hde->nle", out, params["o"]["W"].reshape(heads, width, -1))
-        return y + params["o"]["b"] if self.bias else y
+        y = y + params["o"]["b"] if self.bias else y
+        if cache is None:
+            return y
+        end = start + length
+        # Under jit the index is not known when tracing: outputs past max_length are NaN.
+        y = jnp.where(end <= k.shape[1], y, jnp.nan)
+        return y, {"k": k, "v": v, "index": jnp.asarray(end, jnp.int32)}
+
+    def _write(self, cache: Cache, k: Array, v: Array, pair: bool) -> tuple[Any, Array, Array]:
+        """``(start, keys, values)``: the new positions' keys and values written into the
+        cache after the ``start`` positions it holds."""
+        owner = name_of(self)
+        if pair or not self.causal:
+            raise CacheError(owner, "only causal self-attention decodes with a cache "
+                             "(cross-attention and non-causal attention see their whole "
+                             "context at every call: give them no cache)")
+        entry = (k.shape[0], None, *k.shape[2:])
+        check_cache(self, cache, {"k": entry, "v": entry, "index": ()})
+        start, size, length = cache["index"], cache["k"].shape[1], k.shape[1]
+        check_room(self, start, length, size)
+        at = (0, start, 0, 0)
+        return (start, jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), at),
+                jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), at))
 
     def _inputs(self, x: Any) -> tuple[Array, Array]:
         pair = isinstance(x, (tuple, list))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from minitorch.errors import (
+    CacheError,
     DTypeError,
     IdError,
     KeyArgError,
@@ -151,3 +152,36 @@ def check_keywords(layer: Layer, fn: Callable[..., Any], kwargs: dict[str, Any],
         shown = ", ".join(f"{k}=" for k in unknown)
         raise KeywordError(name_of(layer), f"{what} got {shown}, which it does not declare; "
                            f"it accepts {accepted or 'no extra keywords'}")
+
+
+def check_cache(layer: Layer, cache: Any, shapes: dict[str, tuple[int | None, ...]]) -> None:
+    """Raise CacheError unless ``cache`` has exactly the entries of ``shapes``, each of its
+    shape (None: any size); a different axis 0 of a non-scalar entry is reported as a cache
+    built for another batch size."""
+    if not isinstance(cache, dict) or sorted(cache) != sorted(shapes):
+        got = sorted(cache) if isinstance(cache, dict) else type(cache).__name__
+        raise CacheError(name_of(layer), f"expected a cache with entries {sorted(shapes)} "
+                         f"(from init_cache), received {got}")
+    for name, want in shapes.items():
+        have = tuple(jnp.shape(cache[name]))
+        if want and have[:1] != want[:1]:
+            raise CacheError(name_of(layer), f"the cache was built for batch size "
+                             f"{have[0] if have else None}, received a batch of {want[0]}; "
+                             f"build it with init_cache({want[0]}, max_length)")
+        if len(have) != len(want) or any(w is not None and w != h for w, h in zip(want, have)):
+            shown = tuple("?" if w is None else w for w in want)
+            raise CacheError(name_of(layer), f"cache[{name!r}] expected shape {shown}, "
+                             f"received {have}")
+
+
+def check_room(layer: Layer, start: Any, length: int, size: Any) -> None:
+    """Raise CacheError when ``length`` more positions after ``start`` exceed the cache's
+    ``size`` (``max_length``) and ``start`` is known (an eager call); under ``jit`` the
+    layer marks such outputs NaN instead."""
+    if isinstance(start, jax.core.Tracer) or isinstance(size, jax.core.Tracer):
+        return
+    if int(start) + length > int(size):
+        raise CacheError(name_of(layer), f"the cache holds {int(start)} of "
+                         f"max_length={int(size)} "
+                         f"positions, received {length} more; build it with a larger "
+                         f"init_cache(..., max_length)")

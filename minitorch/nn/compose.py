@@ -17,7 +17,16 @@ import jax.numpy as jnp
 from minitorch.errors import ArgumentError, ShapeError, check_int
 from minitorch.nn.checks import name_of
 from minitorch.nn.containers import Container, no_keywords
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, run_child, set_fields
+from minitorch.nn.core import (
+    Array,
+    Cache,
+    Layer,
+    Params,
+    PRNGKey,
+    State,
+    run_child,
+    set_fields,
+)
 from minitorch.nn.paths import Tap
 from minitorch.validate import layer_argument, layer_sequence, one_of
 
@@ -53,12 +62,14 @@ class Residual(Wrapper):
     """
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None, **kwargs: Any) -> tuple[Any, State]:
-        fx, state = self.layer.run(params, state, x, key=key, train=train, tap=tap, **kwargs)
+            train: bool = False, tap: Tap | None = None, cache: Cache = None,
+            offset: Any = 0, **kwargs: Any) -> tuple[Any, State, Cache]:
+        fx, state, cache = self.layer.run(params, state, x, key=key, train=train, tap=tap,
+                                          cache=cache, offset=offset, **kwargs)
         if jnp.shape(fx) != jnp.shape(x):
             raise ShapeError(name_of(self), f"expected the wrapped {name_of(self.layer)} to keep "
                              f"the input's shape {jnp.shape(x)}, received {jnp.shape(fx)}")
-        return x + fx, state
+        return x + fx, state, cache
 
 
 class Parallel(Container):
@@ -92,15 +103,18 @@ class Parallel(Container):
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None,
-            **kwargs: Any) -> tuple[Any, list[State]]:
+            train: bool = False, tap: Tap | None = None, cache: Cache = None,
+            offset: Any = 0, **kwargs: Any) -> tuple[Any, list[State], Cache]:
         no_keywords(self, kwargs)
-        outs, new_states = [], []
-        for (name, layer), p, s, k in zip(self.children(), *self.unpack_all(params, state, key)):
-            y, s = run_child(str(name), layer, p, s, x, key=k, train=train, tap=tap)
+        outs, new_states, new_caches = [], [], []
+        for (name, layer), p, s, k, c in zip(self.children(),
+                                             *self.unpack_all(params, state, key, cache)):
+            y, s, c = run_child(str(name), layer, p, s, x, key=k, train=train, tap=tap,
+                                cache=c, offset=offset)
             outs.append(y)
             new_states.append(s)
-        return self._combine(outs), new_states
+            new_caches.append(c)
+        return self._combine(outs), new_states, self.repack(cache, new_caches)
 
     def _combine(self, outs: list[Array]) -> Array:
         shapes = [tuple(jnp.shape(y)) for y in outs]

@@ -38,17 +38,16 @@ from minitorch.errors import (
     ArgumentError,
     KeyArgError,
     LayerError,
-    ParamsError,
     PathError,
-    StateError,
     forward_error,
 )
 from minitorch.nn import init as initializers
 from minitorch.nn.checks import check_key, check_keywords, name_of
-from minitorch.nn.containers import Container
+from minitorch.nn.containers import TREE_ERRORS, Container
 from minitorch.nn.core import (
     RESERVED,
     Array,
+    Cache,
     Layer,
     Params,
     PRNGKey,
@@ -143,13 +142,17 @@ class Call:
     - ``call.train``: the caller's ``train``.
     - ``call.key()``: a new key at each call, derived from the composite's key (a
       ``KeyArgError`` when ``apply`` was given none).
+    - ``call.offset``: how many positions the decoding cache held when this ``apply``
+      began (0 without a cache; an int32 scalar, traced under ``jit``), the same in nested
+      composites: learned positions read ``call("pos", call.offset + jnp.arange(L))``.
     """
 
     def __init__(self, owner: Composite, params: dict[str, Any], states: dict[str, Any],
-                 keys: dict[str, Any], key: PRNGKey | None, train: bool, tap: Tap | None):
-        self.owner, self.train = owner, train
+                 keys: dict[str, Any], caches: dict[str, Any], *, key: PRNGKey | None,
+                 train: bool, tap: Tap | None, offset: Any):
+        self.owner, self.train, self.offset = owner, train, offset
         self.layers = dict(owner.children())
-        self.params, self.states, self.keys = params, states, keys
+        self.params, self.states, self.keys, self.caches = params, states, keys, caches
         self._key, self._tap = key, tap
         self._calls: Counter[str] = Counter()
         self._draws = 0
@@ -171,8 +174,9 @@ class Call:
         self._calls[name] += 1
         if key is not None and count:  # a repeated call: another, independent subkey
             key = jax.random.fold_in(key, _RECALL_OFFSET + count)
-        y, self.states[name] = run_child(name, layer, self.params[name], self.states[name], x,
-                                         key=key, train=self.train, tap=self._tap, **kwargs)
+        y, self.states[name], self.caches[name] = run_child(
+            name, layer, self.params[name], self.states[name], x, key=key, train=self.train,
+            tap=self._tap, cache=self.caches[name], offset=self.offset, **kwargs)
         return y
 
     def param(self, name: str) -> Array:
@@ -256,7 +260,7 @@ class Composite(Container):
         return tree
 
     def unpack(self, tree: Any, what: str) -> list[Any]:
-        error = ParamsError if what == "params" else StateError
+        error = TREE_ERRORS[what]
         names = [name for name, _ in self._parts()]
         if not isinstance(tree, dict) or sorted(tree) != sorted(names):
             got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
@@ -277,19 +281,22 @@ class Composite(Container):
         return flat
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None, **kwargs: Any) -> tuple[Any, State]:
+            train: bool = False, tap: Tap | None = None, cache: Cache = None,
+            offset: Any = 0, **kwargs: Any) -> tuple[Any, State, Cache]:
         check_keywords(self, type(self).forward, kwargs, "forward()", RESERVED)
         names = [str(name) for name, _ in self.children()]
-        own_params, states, keys = (dict(zip(names, entry))
-                                    for entry in self.unpack_all(params, state, key))
-        call = Call(self, own_params, states, keys, key=key, train=train, tap=tap)
+        own_params, states, keys, caches = (dict(zip(names, entry)) for entry
+                                            in self.unpack_all(params, state, key, cache))
+        call = Call(self, own_params, states, keys, caches, key=key, train=train, tap=tap,
+                    offset=offset)
         try:
             y = self.forward(call, x, **kwargs)
         except LayerError:
             raise  # a sub-layer's, already naming its path below this composite
         except Exception as err:  # the composite's own code: name it
             raise forward_error(name_of(self), err) from err
-        return y, self.pack([call.states[name] for name in names])
+        return (y, self.pack([call.states[name] for name in names]),
+                self.repack(cache, [call.caches[name] for name in names]))
 
 
 __all__ = ["Call", "Composite", "Param"]

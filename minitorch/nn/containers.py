@@ -15,9 +15,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from minitorch.errors import KeywordError, LayerError, ParamsError, StateError
+from minitorch.errors import CacheError, KeywordError, LayerError, ParamsError, StateError
 from minitorch.nn.checks import check_key, name_of
 from minitorch.nn.core import (
+    Cache,
     Layer,
     Params,
     PRNGKey,
@@ -28,6 +29,11 @@ from minitorch.nn.core import (
 )
 from minitorch.nn.paths import Tap
 from minitorch.validate import layer_sequence
+
+# The trees laid out like a container's children, the error each mismatch raises, and the
+# method that makes each.
+TREE_ERRORS = {"params": ParamsError, "state": StateError, "cache": CacheError}
+TREE_MAKERS = {"params": "init", "state": "init_state", "cache": "init_cache"}
 
 
 def no_keywords(layer: Layer, kwargs: dict[str, Any]) -> None:
@@ -68,21 +74,27 @@ class Container(Layer):
         if not isinstance(tree, (list, tuple)) or len(tree) != count:
             got = (f"{len(tree)} entries" if isinstance(tree, (list, tuple))
                    else type(tree).__name__)
-            error = ParamsError if what == "params" else StateError
-            raise error(name_of(self), f"expected {what} as a list of {count} entries (one per "
-                        f"layer), received {got}; were these {what} made by this "
-                        f"{name_of(self)}'s init{'' if what == 'params' else '_state'}?")
+            raise TREE_ERRORS[what](name_of(self), f"expected {what} as a list of {count} "
+                                    f"entries (one per layer), received {got}; were these "
+                                    f"{what} made by this {name_of(self)}'s "
+                                    f"{TREE_MAKERS[what]}?")
         return list(tree)
 
-    def unpack_all(self, params: Params, state: State,
-                   key: PRNGKey | None
-                   ) -> tuple[list[Any], list[Any], list[PRNGKey] | list[None]]:
-        """What ``run`` starts from: one params entry, one state entry and one subkey (None
-        without a key) per sub-layer, the trees' structure and the key checked."""
+    def unpack_all(self, params: Params, state: State, key: PRNGKey | None,
+                   cache: Cache = None) -> tuple[list[Any], ...]:
+        """What ``run`` starts from: one params entry, one state entry, one subkey (None
+        without a key) and one cache entry (None when not decoding) per sub-layer, the
+        trees' structure and the key checked."""
         if key is not None:
             check_key(self, key)
+        count = len(self.children())
         return (self.unpack(params, "params"), self.unpack(state, "state"),
-                split_key(key, len(self.children())))
+                split_key(key, count),
+                [None] * count if cache is None else self.unpack(cache, "cache"))
+
+    def repack(self, cache: Cache, entries: list[Any]) -> Cache:
+        """The new cache from one entry per sub-layer (None when not decoding)."""
+        return None if cache is None else self.pack(entries)
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -94,16 +106,26 @@ class Container(Layer):
     def init_state(self) -> State:
         return self.pack([layer.init_state() for _, layer in self.children()])
 
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
+        """Every sub-layer's cache, laid out like the params (``{}`` where a sub-layer has
+        nothing to cache)."""
+        return self.pack([_named(label, layer, layer.init_cache, batch_size, max_length, dtype)
+                          for label, layer in self.labels()])
+
     def tensor_axes(self) -> Any:
         return self.pack([layer.tensor_axes() for _, layer in self.children()])
 
     def apply(self, params: Params, x: Any, *, key: PRNGKey | None = None,
-              train: bool = False, state: State = None, **kwargs: Any) -> Any:
+              train: bool = False, state: State = None, cache: Cache = None,
+              **kwargs: Any) -> Any:
         """Returns ``y``; for a container with stateful sub-layers, which needs ``state=``,
-        ``(y, new_state)``."""
-        y, new_state = self.run(params, resolve_state(self, state), x, key=key, train=train,
-                                **kwargs)
-        return public_result(self, y, new_state)
+        ``(y, new_state)``. With ``cache=`` (from :meth:`init_cache`), ``x`` holds the next
+        positions of the sequences cached so far, and the result is ``(that, new_cache)``."""
+        y, new_state, new_cache = self.run(params, resolve_state(self, state), x, key=key,
+                                           train=train, cache=cache,
+                                           offset=cache_offset(cache), **kwargs)
+        result = public_result(self, y, new_state)
+        return result if cache is None else (result, new_cache)
 
 
 def resolve_state(layer: Layer, state: State) -> State:
@@ -179,17 +201,19 @@ class Net(Container):
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None,
-            **kwargs: Any) -> tuple[Any, list[State]]:
-        """Apply the layers in order; ``(y, one new state per layer)``."""
+            train: bool = False, tap: Tap | None = None, cache: Cache = None,
+            offset: Any = 0, **kwargs: Any) -> tuple[Any, list[State], Cache]:
+        """Apply the layers in order; ``(y, one new state per layer, new cache)``."""
         no_keywords(self, kwargs)
-        new_states = []
-        for (name, layer), layer_params, layer_state, layer_key in zip(
-                self.children(), *self.unpack_all(params, state, key)):
-            x, layer_state = run_child(str(name), layer, layer_params, layer_state, x,
-                                       key=layer_key, train=train, tap=tap)
+        new_states, new_caches = [], []
+        for (name, layer), layer_params, layer_state, layer_key, layer_cache in zip(
+                self.children(), *self.unpack_all(params, state, key, cache)):
+            x, layer_state, layer_cache = run_child(
+                str(name), layer, layer_params, layer_state, x, key=layer_key, train=train,
+                tap=tap, cache=layer_cache, offset=offset)
             new_states.append(layer_state)
-        return x, new_states
+            new_caches.append(layer_cache)
+        return x, new_states, self.repack(cache, new_caches)
 
 
 def intermediates(layer: Layer, params: Params, x: Any, *, key: PRNGKey | None = None,
@@ -211,9 +235,18 @@ def intermediates(layer: Layer, params: Params, x: Any, *, key: PRNGKey | None =
     def tap(path: str, y: Any) -> None:
         outputs[path] = y
 
-    y, new_state = layer.run(params, resolve_state(layer, state), x, key=key, train=train,
-                             tap=tap, **kwargs)
+    y, new_state, _ = layer.run(params, resolve_state(layer, state), x, key=key,
+                                train=train, tap=tap, **kwargs)
     return public_result(layer, y, new_state), outputs
+
+
+def cache_offset(cache: Cache) -> Any:
+    """How many positions a decoding cache holds: the ``"index"`` its caching layers keep
+    (all equal), or 0 without a cache or with nothing cached."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(cache)[0]:
+        if getattr(path[-1], "key", None) == "index":
+            return leaf
+    return 0
 
 
 def count_params(params: Params) -> int:

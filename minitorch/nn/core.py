@@ -26,10 +26,11 @@ from minitorch.nn.paths import Tap, below, label_of
 Array = jax.Array
 Params = Any  # a pytree of arrays: dict for a layer, list of them for a Net
 State = Any  # buffers such as BatchNorm's running statistics, kept apart from params
+Cache = Any  # what a decoding layer keeps between calls (attention's keys and values)
 PRNGKey = jax.Array  # new-style ``jax.random.key`` or raw ``uint32[2]`` ``PRNGKey``
 
 # Keywords every layer's public apply takes; the rest of a call's keywords are the layer's own.
-RESERVED = ("key", "train", "state")
+RESERVED = ("key", "train", "state", "cache")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,21 +89,37 @@ class Layer:
         """This layer's initial state; ``{}`` for a layer without buffers."""
         return {}
 
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
+        """An empty decoding cache for ``batch_size`` sequences of up to ``max_length``
+        positions (``dtype``: of what it stores, by default the params'); ``{}`` for a layer
+        with nothing to cache. A layer that caches takes ``cache=`` in ``apply`` and returns
+        ``(y, new_cache)`` (see :func:`minitorch.nn.generate`)."""
+        return {}
+
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None, **kwargs: Any) -> tuple[Any, State]:
-        """``apply`` in the library's one internal convention: ``(y, new_state)`` for every
-        layer, stateful or not (a stateless layer returns ``state`` unchanged).
+            train: bool = False, tap: Tap | None = None, cache: Cache = None,
+            offset: Any = 0, **kwargs: Any) -> tuple[Any, State, Cache]:
+        """``apply`` in the library's one internal convention: ``(y, new_state, new_cache)``
+        for every layer, stateful or not (a stateless layer returns ``state`` unchanged, a
+        layer with nothing to cache its ``cache``: None when not decoding, else ``{}``).
 
         ``tap(path, output)``, when given, receives the output of every sub-layer, addressed
         by its path below this layer (``"2.attn"``); a leaf layer has none to report.
-        ``kwargs`` (e.g. ``mask=``) reach ``apply``, which must declare them (else a
-        ``KeywordError`` naming the layer and what its ``apply`` accepts).
+        ``cache`` is this layer's part of a decoding cache, passed to ``apply`` only when it
+        holds something; ``offset``, the positions cached before this call, is what
+        composites show as ``call.offset``. ``kwargs`` (e.g. ``mask=``) reach ``apply``,
+        which must declare them (else a ``KeywordError`` naming the layer and what its
+        ``apply`` accepts).
         """
         check_keywords(self, type(self).apply, kwargs, "apply()", RESERVED)
         apply: Any = self.apply  # a stateful leaf's apply also takes state=
+        if cache:  # decoding, and this layer has something cached
+            y, cache = apply(params, x, key=key, train=train, cache=cache, **kwargs)
+            return y, state, cache
         if self.stateful:  # a leaf written in the public form: apply(..., state=) -> (y, state)
-            return apply(params, x, key=key, train=train, state=state, **kwargs)
-        return apply(params, x, key=key, train=train, **kwargs), state
+            y, state = apply(params, x, key=key, train=train, state=state, **kwargs)
+            return y, state, cache
+        return apply(params, x, key=key, train=train, **kwargs), state, cache
 
     def children(self) -> tuple[tuple[str | None, Layer], ...]:
         """The sub-layers, each with its path element (:mod:`minitorch.nn.paths`; None: a
@@ -169,27 +186,28 @@ def split_key(key: PRNGKey | None, num: int) -> list[PRNGKey] | list[None]:
 
 
 def run_child(name: str, layer: Layer, params: Params, state: State, x: Any, *,
-              key: PRNGKey | None, train: bool, tap: Tap | None,
-              **kwargs: Any) -> tuple[Any, State]:
+              key: PRNGKey | None, train: bool, tap: Tap | None, cache: Cache = None,
+              offset: Any = 0, **kwargs: Any) -> tuple[Any, State, Cache]:
     """Run a sub-layer the one way every container does.
 
     Args:
       name: its path element (``"2"``, ``"attn"``, ``"blocks.0"``); errors and profiles
         name it by it (``layer 2 (Conv2D)``, ``attn (MultiHeadAttention)``).
-      layer, params, state, x, key, train, kwargs: as for :meth:`Layer.run`.
+      layer, params, state, x, key, train, cache, offset, kwargs: as for :meth:`Layer.run`.
       tap: the parent's tap; it receives the sub-layer's output at ``name`` and, through the
         sub-layer's own run, every output below it at ``name.<path>``.
     """
     label = label_of(name)
     try:
         with jax.named_scope(describe(label, layer)):  # profiles read like errors
-            y, state = layer.run(params, state, x, key=key, train=train,
-                                 tap=below(tap, name), **kwargs)
+            y, state, cache = layer.run(params, state, x, key=key, train=train,
+                                        tap=below(tap, name), cache=cache, offset=offset,
+                                        **kwargs)
     except LayerError as err:
         raise err.at(label, layer).with_traceback(err.__traceback__) from err.__cause__
     if tap is not None:
         tap(name, y)
-    return y, state
+    return y, state, cache
 
 
 def set_fields(obj: Layer, /, **fields: Any) -> None:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.nn.compose import Wrapper
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, set_fields
+from minitorch.nn.core import Array, Cache, Layer, Params, PRNGKey, State, set_fields
 from minitorch.nn.paths import Tap
 from minitorch.validate import float_dtype
 
@@ -67,12 +67,13 @@ class MixedPrecision(Wrapper):
                    output_dtype=float_dtype(output_dtype, "MixedPrecision", "output_dtype"))
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
-            train: bool = False, tap: Tap | None = None, **kwargs: Any) -> tuple[Any, State]:
+            train: bool = False, tap: Tap | None = None, cache: Cache = None,
+            offset: Any = 0, **kwargs: Any) -> tuple[Any, State, Cache]:
         compute = jnp.dtype(self.compute_dtype)
-        y, state = self.layer.run(cast_floating(params, compute), state,
-                                  cast_floating(x, compute), key=key, train=train, tap=tap,
-                                  **kwargs)
-        return cast_floating(y, jnp.dtype(self.output_dtype)), state
+        y, state, cache = self.layer.run(cast_floating(params, compute), state,
+                                         cast_floating(x, compute), key=key, train=train,
+                                         tap=tap, cache=cache, offset=offset, **kwargs)
+        return cast_floating(y, jnp.dtype(self.output_dtype)), state, cache
 
 
 __all__ = ["MixedPrecision", "cast_floating"]

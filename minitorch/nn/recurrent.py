@@ -19,9 +19,17 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from minitorch.errors import ShapeError
-from minitorch.nn.checks import check_float, check_key, check_params, check_shape
-from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
+from minitorch.errors import CacheError, ShapeError
+from minitorch.nn.checks import (
+    check_cache,
+    check_float,
+    check_key,
+    check_params,
+    check_room,
+    check_shape,
+    name_of,
+)
+from minitorch.nn.core import Array, Cache, Layer, Params, PRNGKey, set_fields, split_key
 from minitorch.validate import flag, float_dtype, positive_int
 
 Carry = Any  # h (N, H); for LSTM the pair (h, c)
@@ -35,6 +43,7 @@ class _Recurrent(Layer):
     """
 
     num_gates: ClassVar[int]
+    carry_names: ClassVar[tuple[str, ...]] = ("h",)  # the carry's parts, as cached
     input_size: int
     hidden_size: int
     bias: bool
@@ -66,13 +75,30 @@ class _Recurrent(Layer):
         axes = {"W_ih": 1, "W_hh": 1}
         return {**axes, "b_ih": 0, "b_hh": 0} if self.bias else axes
 
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
+        """The carry between calls (``h``, and ``c`` for LSTM, each ``(N, H)``, zeros) and
+        ``index``, how many positions it has consumed (at most ``max_length``)."""
+        owner = name_of(self)
+        n = positive_int(batch_size, "batch_size", owner)
+        positive_int(max_length, "max_length", owner)
+        dtype = jnp.dtype(self.dtype if dtype is None else float_dtype(dtype, owner))
+        cache: dict[str, Any] = {name: jnp.zeros((n, self.hidden_size), dtype)
+                                 for name in self.carry_names}
+        return {**cache, "index": jnp.zeros((), jnp.int32),
+                "max_length": jnp.asarray(max_length, jnp.int32)}
+
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
-              train: bool = False, initial: Carry | None = None) -> Array:
+              train: bool = False, initial: Carry | None = None,
+              cache: Cache | None = None) -> Any:
+        """Every step's hidden state ``(N, T, H)``; with ``cache=`` (from
+        :meth:`init_cache`), ``(that, new_cache)``, continuing from the cached carry."""
         check_params(self, params)
         check_float(self, x)
         check_shape(self, x, ("N", "T", self.input_size))
         dtype = jnp.result_type(x, params["W_ih"])
         x = x.astype(dtype)  # the carry stays in this dtype, never rounded to the input's
+        if cache is not None:
+            initial = self._from_cache(cache, initial, x)
         carry = self._initial(initial, x.shape[0], dtype)
         weights = self.step_weights(params)  # once, outside the loop
 
@@ -80,8 +106,29 @@ class _Recurrent(Layer):
             carry = self.cell(self.gates(weights, x_t, self._hidden(carry)), carry)
             return carry, self._hidden(carry)
 
-        _, hs = jax.lax.scan(step, carry, x.swapaxes(0, 1), unroll=self.unroll)
-        return hs.swapaxes(0, 1)
+        last, hs = jax.lax.scan(step, carry, x.swapaxes(0, 1), unroll=self.unroll)
+        hs = hs.swapaxes(0, 1)
+        if cache is None:
+            return hs
+        end = cache["index"] + x.shape[1]
+        parts = last if isinstance(last, tuple) else (last,)
+        new = {name: part.astype(cache[name].dtype) for name, part in zip(self.carry_names,
+                                                                             parts)}
+        # Under jit the index is not known when tracing: outputs past max_length are NaN.
+        hs = jnp.where(end <= cache["max_length"], hs, jnp.nan)
+        return hs, {**new, "index": jnp.asarray(end, jnp.int32),
+                    "max_length": cache["max_length"]}
+
+    def _from_cache(self, cache: Cache, initial: Carry | None, x: Array) -> Carry:
+        if initial is not None:
+            raise CacheError(name_of(self), "give initial= or cache=, not both (the cache "
+                             "holds the carry to continue from)")
+        check_cache(self, cache, {**{name: (x.shape[0], self.hidden_size)
+                                     for name in self.carry_names},
+                                  "index": (), "max_length": ()})
+        check_room(self, cache["index"], x.shape[1], cache["max_length"])
+        parts = tuple(cache[name] for name in self.carry_names)
+        return parts if len(parts) > 1 else parts[0]
 
     def step_weights(self, params: Params) -> Any:
         """What every step multiplies by: ``[W_ih; W_hh]`` transposed, ``(G * H, in + H)``,
@@ -168,6 +215,7 @@ class LSTM(_Recurrent):
     """
 
     num_gates: ClassVar[int] = 4
+    carry_names: ClassVar[tuple[str, ...]] = ("h", "c")
 
     def cell(self, gates: Array, carry: Carry) -> Carry:
         i, f, g, o = jnp.split(gates, 4, axis=-1)
