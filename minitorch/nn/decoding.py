@@ -67,12 +67,12 @@ def generate(model: Layer, params: Params, prompt: Array, max_new_tokens: int, *
     if not jnp.issubdtype(dtype, jnp.integer):
         raise DTypeError(owner, f"expected integer prompt ids, received {dtype}")
     greedy = temperature == 0.0
-    if not greedy:
-        if key is None:
-            raise KeyArgError(owner, f"temperature={temperature} samples: pass key=...")
-        check_key(model, key)
-    # greedy decoding draws nothing; the loop still scans over keys, any will do
-    keys = jax.random.split(jax.random.key(0) if greedy else key, steps)
+    if greedy:  # draws nothing; the loop still scans over keys, and any will do
+        key = jax.random.key(0)
+    elif key is None:
+        raise KeyArgError(owner, f"temperature={temperature} samples: pass key=...")
+    check_key(model, key)
+    keys = jax.random.split(key, steps)
     return _generate(model, params, jnp.asarray(prompt), keys, jnp.float32(temperature),
                      greedy=greedy, top_k=top_k)
 
