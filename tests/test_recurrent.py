@@ -131,3 +131,138 @@ def test_narrow_inputs_keep_the_carry_in_the_compute_dtype(kind, x_dtype):
     assert y.dtype == jnp.float32
     np.testing.assert_allclose(y, layer.apply(params, x.astype(jnp.float32)), rtol=1e-6,
                                atol=1e-6)
+
+
+STACKS = [(2, False), (1, True), (3, True)]
+
+
+def stacked_arrays(layer, rng, with_initial):
+    """Flat ``"l1.W_ih"``-style arrays of a stacked layer's params (biases made distinct),
+    the input and, optionally, PyTorch-shaped initial carries."""
+    params = layer.init(jax.random.key(0))
+    arrays = {f"{cell}.{name}": np.asarray(value) + (rng.normal(size=value.shape).astype(
+        np.float32) if name.startswith("b") else 0) for cell, p in params.items()
+        for name, value in p.items()}
+    arrays["x"] = rng.normal(size=(2, 5, IN)).astype(np.float32)
+    cells = len(params)
+    if with_initial:
+        arrays["h0"] = rng.normal(size=(cells, 2, HIDDEN)).astype(np.float32)
+        if isinstance(layer, nn.LSTM):
+            arrays["c0"] = rng.normal(size=(cells, 2, HIDDEN)).astype(np.float32)
+    return arrays
+
+
+def torch_stacked(layer, t, output):
+    """PyTorch's multi-layer / bidirectional module on the same weights; ``output`` picks
+    what to compare: the outputs, h_n or c_n."""
+    import torch
+
+    kind = type(layer).__name__
+    module = getattr(torch.nn, kind)(IN, HIDDEN, num_layers=layer.num_layers,
+                                     bidirectional=layer.bidirectional, batch_first=True)
+    weights = {}
+    for key, value in t.items():
+        if "." not in key:
+            continue
+        cell, name = key.split(".")
+        layer_index, reverse = cell[1:].split("_")[0], "_reverse" if "reverse" in cell else ""
+        torch_name = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih",
+                      "b_hh": "bias_hh"}[name]
+        weights[f"{torch_name}_l{layer_index}{reverse}"] = value.T if name[0] == "W" else value
+    initial = None
+    if "h0" in t:
+        initial = (t["h0"], t["c0"]) if kind == "LSTM" else t["h0"]
+    y, carry = torch.func.functional_call(module, weights, (t["x"], initial))
+    if output == "y":
+        return y
+    return carry[0 if output == "h" else 1] if kind == "LSTM" else carry
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("num_layers, bidirectional", STACKS)
+@pytest.mark.parametrize("with_initial", [False, True])
+def test_stacked_and_bidirectional_equal_pytorch(kind, num_layers, bidirectional,
+                                                 with_initial):
+    layer = getattr(nn, kind)(IN, HIDDEN, num_layers=num_layers, bidirectional=bidirectional)
+    arrays = stacked_arrays(layer, np.random.default_rng(1), with_initial)
+    cells = [name for name, _, _ in layer.cells()]
+    assert sorted(layer.init(jax.random.key(0))) == sorted(cells)
+    assert cells[:2] == (["l0", "l0_reverse"] if bidirectional else ["l0", "l1"])
+
+    def run(a):
+        params = {c: {n: a[f"{c}.{n}"] for n in ("W_ih", "W_hh", "b_ih", "b_hh")}
+                  for c in cells}
+        initial = None
+        if "h0" in a:
+            initial = (a["h0"], a["c0"]) if kind == "LSTM" else a["h0"]
+        return layer.apply(params, a["x"], initial=initial, return_carry=True)
+
+    outputs = ["y", "h", *(["c"] if kind == "LSTM" else [])]
+    for i, output in enumerate(outputs):
+        def pick(a, i=i):
+            y, carry = run(a)
+            return (y, *(carry if kind == "LSTM" else (carry,)))[i]
+
+        assert_matches_torch(pick, lambda t, output=output: torch_stacked(layer, t, output),
+                             arrays, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_between_layers_only_in_training():
+    layer = nn.LSTM(IN, HIDDEN, num_layers=2, dropout=0.5)
+    params = layer.init(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6, IN)), jnp.float32)
+    key = jax.random.key(3)
+    plain = layer.apply(params, x)
+    np.testing.assert_array_equal(layer.apply(params, x, key=key), plain)  # not training
+    dropped = layer.apply(params, x, key=key, train=True)
+    first = nn.LSTM(IN, HIDDEN).apply(params["l0"], x)
+    by_hand = nn.LSTM(HIDDEN, HIDDEN).apply(params["l1"], nn.Dropout(0.5).apply(
+        {}, first, train=True, key=jax.random.split(key, 2)[0]))
+    np.testing.assert_allclose(dropped, by_hand, rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(dropped - plain).max()) > 1e-3
+    with pytest.raises(TypeError, match=r"LSTM: expected a PRNG key with train=True and "
+                                        r"dropout=0.5"):
+        layer.apply(params, x, train=True)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_return_carry_of_one_layer_is_the_last_step(kind):
+    layer = getattr(nn, kind)(IN, HIDDEN)
+    params = layer.init(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, IN)), jnp.float32)
+    y, carry = jax.jit(lambda p, v: layer.apply(p, v, return_carry=True))(params, x)
+    h = carry[0] if kind == "LSTM" else carry
+    np.testing.assert_allclose(h, y[:, -1], rtol=1e-6)
+    # Continuing from the carry equals running the whole sequence.
+    whole = layer.apply(params, jnp.concatenate([x, x], axis=1))
+    np.testing.assert_allclose(layer.apply(params, x, initial=carry), whole[:, 5:], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_stacked_bad_initial_and_arguments():
+    layer = nn.GRU(IN, HIDDEN, num_layers=2, bidirectional=True)
+    params = layer.init(jax.random.key(0))
+    with pytest.raises(ShapeError, match=r"GRU: expected initial of shape "
+                                         r"\(D \* num_layers, N, H\) = \(4, 2, 4\), received "
+                                         r"\(2, 4\)"):
+        layer.apply(params, jnp.ones((2, 3, IN)), initial=jnp.zeros((2, HIDDEN)))
+    with pytest.raises(ValueError, match=r"LSTM: dropout must be a finite number in \[0, 1\)"):
+        nn.LSTM(IN, HIDDEN, dropout=1.0)
+    with pytest.raises(ValueError, match="RNN: num_layers must be a positive int"):
+        nn.RNN(IN, HIDDEN, num_layers=0)
+    assert nn.GRU(IN, HIDDEN, bidirectional=True).init_cache(2, 4) == {}
+    check_layer_grads(nn.LSTM(IN, HIDDEN, num_layers=2, bidirectional=True),
+                      nn.LSTM(IN, HIDDEN, num_layers=2, bidirectional=True).init(
+                          jax.random.key(0)), np.random.default_rng(0).normal(size=(2, 3, IN)))
+
+
+def test_stacked_decodes_with_a_cache():
+    layer = nn.LSTM(IN, HIDDEN, num_layers=2)
+    params = layer.init(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, IN)), jnp.float32)
+    cache = layer.init_cache(2, 6)
+    first, cache = layer.apply(params, x[:, :4], cache=cache)
+    second, cache = layer.apply(params, x[:, 4:], cache=cache)
+    np.testing.assert_allclose(jnp.concatenate([first, second], 1), layer.apply(params, x),
+                               rtol=1e-5, atol=1e-6)
+    assert int(cache["l1"]["index"]) == 6

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -154,7 +154,7 @@ def check_keywords(layer: Layer, fn: Callable[..., Any], kwargs: dict[str, Any],
                            f"it accepts {accepted or 'no extra keywords'}")
 
 
-def check_cache(layer: Layer, cache: Any, shapes: dict[str, tuple[int | None, ...]]) -> None:
+def check_cache(layer: Layer, cache: Any, shapes: Mapping[str, tuple[int | None, ...]]) -> None:
     """Raise CacheError unless ``cache`` has exactly the entries of ``shapes``, each of its
     shape (None: any size); a different axis 0 of a non-scalar entry is reported as a cache
     built for another batch size."""
