@@ -25,7 +25,9 @@ CASES = [
     ("names_mlp.py", "names MLP: validation"),
     ("char_transformer.py", "char transformer: validation"),
     ("char_lstm.py", "char LSTM: validation"),
+    ("vit_digits.py", "ViT digits: test accuracy"),
 ]
+GENERATE = {"char_transformer.py", "char_lstm.py"}  # print 8 names drawn with nn.generate
 WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they save PNGs
 
 
@@ -41,6 +43,9 @@ def test_example_reaches_its_bar(script, expected, tmp_path):
     result = run(script, out) if script in WRITES_PLOTS else run(script)
     assert result.returncode == 0, result.stdout + result.stderr
     assert expected in result.stdout, result.stdout
+    if script in GENERATE:
+        samples = result.stdout.split("samples: ")[1].splitlines()[0].split(", ")
+        assert len(samples) == 8 and all(name.isalpha() for name in samples), result.stdout
     if script in WRITES_PLOTS:
         pngs = [out] if out.suffix == ".png" else sorted(out.glob("*.png"))
         assert pngs and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs), result.stdout
