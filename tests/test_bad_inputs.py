@@ -215,6 +215,93 @@ CASES.update({
 })
 
 
+class Masked(nn.Composite):
+    """A block that declares mask=, inside a net of composites."""
+
+    attn: nn.Layer
+
+    def forward(self, call, x, *, mask=None):
+        return call("attn", x, mask=mask)
+
+
+class Outer(nn.Composite):
+    inner: nn.Layer
+    blocks: tuple
+
+    def forward(self, call, x):
+        return call("blocks.0", call("inner", x, mask=None, lengths=3))
+
+
+class Arithmetic(nn.Composite):
+    f: nn.Layer
+
+    def forward(self, call, x):
+        return call("f", x) @ jnp.ones((5, 5))
+
+
+def decoding_model():
+    return nn.Net([nn.Embedding(10, 8), nn.MultiHeadAttention(8, 2, causal=True)])
+
+
+def past_max_length():
+    net = decoding_model()
+    params = net.init(KEY)
+    _, cache = net.apply(params, jnp.zeros((1, 3), jnp.int32), cache=net.init_cache(1, 4))
+    net.apply(params, jnp.zeros((1, 2), jnp.int32), cache=cache)
+
+
+CASES.update({
+    # --- composites as people write them and decoding ------------------------------------
+    "keyword a forward does not declare": (
+        lambda: apply(nn.Net([Outer(Masked(nn.MultiHeadAttention(4, 1)), (nn.ReLU(),))]),
+                      jnp.ones((1, 2, 4))), nn.KeywordError,
+        r"layer 0 \(Outer\) > inner \(Masked\): forward\(\) got lengths=, which it does "
+        r"not declare; it accepts \['mask'\]"),
+    "keyword into a Net": (lambda: apply(mlp(), jnp.ones((2, 4)), mask=None), nn.KeywordError,
+                           r"Net: apply\(\) got mask=.*write a Composite"),
+    "arithmetic error in forward": (lambda: apply(nn.Net([Arithmetic(nn.ReLU())]),
+                                                  jnp.ones((2, 3))), TypeError,
+                                    r"layer 0 \(Arithmetic\): TypeError: dot_general"),
+    "keywords into a leaf that has none": (
+        lambda: apply(nn.Net([Outer(nn.ReLU(), (nn.ReLU(),))]), jnp.ones((1, 2))),
+        nn.KeywordError, r"inner \(ReLU\): apply\(\) got lengths=, mask=, which it does not "
+        r"declare; it accepts no extra keywords"),
+    "call names no sub-layer": (
+        lambda: apply(nn.Net([type("Typo", (nn.Composite,), {
+            "__annotations__": {"f": nn.Layer},
+            "forward": lambda self, call, x: call("g", x)})(nn.ReLU())]), jnp.ones(2)),
+        nn.PathError, r"layer 0 \(Typo\): call\('g', \.\.\.\) names no sub-layer; its "
+        r"sub-layers are \['f'\]"),
+    "mixed sequence field": (lambda: Outer(nn.ReLU(), (nn.ReLU(), 2)), TypeError,
+                             r"Outer: field 'blocks' mixes layers and other values"),
+    "call.key without a key": (
+        lambda: apply(nn.Net([type("Draws", (nn.Composite,), {
+            "__annotations__": {"f": nn.Layer},
+            "forward": lambda self, call, x: call("f", x) + jax.random.normal(call.key())})(
+                nn.ReLU())]), jnp.ones(2)), KeyArgError, r"layer 0 \(Draws\): call.key\(\) "
+        r"needs a key"),
+    "decoding past max_length": (past_max_length, nn.CacheError,
+                                 r"layer 1 \(MultiHeadAttention\): the cache holds 3 of "
+                                 r"max_length=4 positions, received 2 more"),
+    "cache of another batch size": (
+        lambda: decoding_model().apply(decoding_model().init(KEY), jnp.zeros((2, 3), jnp.int32),
+                                       cache=decoding_model().init_cache(1, 8)), nn.CacheError,
+        r"layer 1 \(MultiHeadAttention\): the cache was built for batch size 1, received a "
+        r"batch of 2"),
+    "generate from float prompt": (
+        lambda: nn.generate(decoding_model(), decoding_model().init(KEY), jnp.ones((1, 2)), 3),
+        TypeError, "generate: expected integer prompt ids, received float32"),
+    "stacked LSTM initial of one layer": (
+        lambda: apply(nn.LSTM(2, 3, num_layers=2), jnp.ones((1, 4, 2)),
+                      initial=(jnp.zeros((1, 3)), jnp.zeros((1, 3)))), ShapeError,
+        r"LSTM: expected initial h0 of shape \(D \* num_layers, N, H\) = \(2, 1, 3\)"),
+    "F1 with (N, 1) labels": (
+        lambda: __import__("minitorch.metrics").metrics.F1(3).counts(
+            jnp.zeros((4, 3)), jnp.zeros((4, 1), jnp.int32)), ShapeError,
+        r"F1: expected targets of shape \(4,\)"),
+})
+
+
 
 def fit_mlp(data=None, **kwargs):
     kwargs = {"epochs": 1, "batch_size": 2, "progress": False, **kwargs}

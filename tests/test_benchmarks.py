@@ -236,3 +236,26 @@ def test_sequence_profile_groups_both_libraries_steps():
     xla, torch = jax_groups(lstm, steps=1), torch_groups(lstm, steps=1)
     assert xla["products"] > 0.4 * sum(xla.values()) and all(t > 0 for t in xla.values())
     assert torch["fused LSTM"] > 0.5 * sum(torch.values())
+
+
+def test_decode_benchmark_candidates_decode_the_same_ids():
+    """benchmarks/decode.py's raw JAX cache loop and PyTorch cache loop decode the ids that
+    nn.generate and the recompute loop do (the script refuses to time them otherwise), and
+    the table has every candidate at both batch sizes."""
+    run = subprocess.run([sys.executable, "benchmarks/decode.py", "--new", "6", "--prompt", "3",
+                          "--rounds", "1", "--batches", "1", "3"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for batch in (1, 3):
+        for name in ("minitorch generate", "minitorch recompute", "raw JAX cache"):
+            assert f"| {batch} | {name} |" in run.stdout, run.stdout
+
+
+def test_decode_benchmark_raw_loop_equals_generate_with_other_weights():
+    from benchmarks.decode import model_and_params, raw_cache_loop
+    from minitorch import nn
+
+    model, params = model_and_params(12, seed=3)
+    prompt = jnp.asarray(np.random.default_rng(0).integers(1, 28, (2, 4)), jnp.int32)
+    np.testing.assert_array_equal(raw_cache_loop(params, prompt, 8)(),
+                                  nn.generate(model, params, prompt, 8))

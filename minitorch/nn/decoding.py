@@ -66,25 +66,22 @@ def generate(model: Layer, params: Params, prompt: Array, max_new_tokens: int, *
                          f"{shape}")
     if not jnp.issubdtype(dtype, jnp.integer):
         raise DTypeError(owner, f"expected integer prompt ids, received {dtype}")
-    greedy = temperature == 0.0
-    if greedy:  # draws nothing; the loop still scans over keys, and any will do
-        key = jax.random.key(0)
-    elif key is None:
+    if temperature == 0.0:  # greedy: draws nothing
+        return _generate(model, params, prompt, None, None, steps=steps, top_k=None)
+    if key is None:
         raise KeyArgError(owner, f"temperature={temperature} samples: pass key=...")
     check_key(model, key)
-    keys = jax.random.split(key, steps)
-    return _generate(model, params, jnp.asarray(prompt), keys, jnp.float32(temperature),
-                     greedy=greedy, top_k=top_k)
+    return _generate(model, params, prompt, key, temperature, steps=steps, top_k=top_k)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "greedy", "top_k"))
-def _generate(model: Layer, params: Params, prompt: Array, keys: Array, temperature: Array,
-              *, greedy: bool, top_k: int | None) -> Array:
+@functools.partial(jax.jit, static_argnames=("model", "steps", "top_k"))
+def _generate(model: Layer, params: Params, prompt: Array, key: PRNGKey | None,
+              temperature: Any, *, steps: int, top_k: int | None) -> Array:
     n, length = prompt.shape
-    steps = keys.shape[0]
+    keys = None if key is None else jax.random.split(key, steps)
 
-    def pick(logits: Array, key: PRNGKey) -> Array:  # (N, V) -> (N,)
-        if greedy:
+    def pick(logits: Array, key: PRNGKey | None) -> Array:  # (N, V) -> (N,)
+        if key is None:  # greedy
             return jnp.argmax(logits, axis=-1).astype(prompt.dtype)
         scaled = logits.astype(jnp.float32) / temperature
         if top_k is not None and top_k < scaled.shape[-1]:
@@ -99,14 +96,16 @@ def _generate(model: Layer, params: Params, prompt: Array, keys: Array, temperat
         return logits, cache
 
     logits, cache = forward(prompt, model.init_cache(n, length + steps))
-    first = pick(logits[:, -1], keys[0])
+    first = pick(logits[:, -1], None if keys is None else keys[0])
 
-    def step(carry: tuple[Array, Any], key: PRNGKey) -> tuple[tuple[Array, Any], Array]:
+    def step(carry: tuple[Array, Any], key: PRNGKey | None
+             ) -> tuple[tuple[Array, Any], Array]:
         token, cache = carry
         logits, cache = forward(token[:, None], cache)
         return (pick(logits[:, -1], key), cache), token
 
-    (last, _), tokens = jax.lax.scan(step, (first, cache), keys[1:])
+    (last, _), tokens = jax.lax.scan(step, (first, cache), None if keys is None else keys[1:],
+                                     length=steps - 1)
     return jnp.concatenate([prompt, tokens.T, last[:, None]], axis=1)
 
 
