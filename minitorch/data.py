@@ -18,6 +18,32 @@ import numpy as np
 from minitorch.errors import ArgumentError, check_int
 
 
+def num_examples(tree: Any, where: str) -> int:
+    """The number of examples of ``tree``, a pytree of arrays (an array, a tuple, a dict)
+    whose leaves share their first axis; an ArgumentError naming ``where`` and the leaf's
+    path for an empty pytree, a leaf that is not an array (or has no first axis), or leaves
+    of different lengths."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if not leaves:
+        raise ArgumentError(f"{where}: expected a pytree of arrays, received an empty "
+                            f"{type(tree).__name__}")
+    lengths: dict[str, int] = {}
+    for path, leaf in leaves:
+        name = f"{where}{jax.tree_util.keystr(path)}"
+        shape = getattr(leaf, "shape", None)
+        if shape is None or not hasattr(leaf, "dtype"):
+            raise ArgumentError(f"{name}: expected an array, received {type(leaf).__name__}")
+        if len(shape) == 0:
+            raise ArgumentError(f"{name}: expected a first axis of examples, received a "
+                                f"scalar")
+        lengths[name] = int(shape[0])
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise ArgumentError(f"{where}: every array needs the same number of examples (first "
+                            f"axis); {shown}")
+    return next(iter(lengths.values()))
+
+
 class ArrayDataset:
     """Equal-length arrays indexed together: ``dataset[i] -> (x[i], y[i], ...)``.
 

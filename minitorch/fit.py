@@ -32,7 +32,7 @@ import optax
 from minitorch import metrics as metric_fns
 from minitorch import train
 from minitorch.checkpoint import CheckpointError, CheckpointManager
-from minitorch.data import ArrayDataset, DataLoader
+from minitorch.data import ArrayDataset, DataLoader, num_examples
 from minitorch.epoch import EpochPlan, make_epoch, make_epoch_steps
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
@@ -55,7 +55,7 @@ LIVE_BAR_SECONDS = 1.0  # epochs shorter than this move the progress bar once, a
 __all__ = ["Callback", "EarlyStopping", "Progress", "fit"]
 
 
-def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
+def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformation,
         train_data: Any, *, epochs: int, batch_size: int, val_data: Any = None,
         seed: int = 0, params: Params | None = None, state: State = None,
         opt_state: Any = None, start_epoch: int = 0, history: History | None = None,
@@ -67,17 +67,25 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
-      net, loss, optimizer: as :func:`minitorch.train.make_step`.
-      train_data: ``(inputs, targets)`` arrays (NumPy or JAX) with examples on axis 0, or
-        an ``ArrayDataset`` of those two arrays. (Not a ``DataLoader``: ``fit`` shuffles
-        and batches on the device itself; pass the loader's dataset and ``batch_size``.)
+      net, loss, optimizer: as :func:`minitorch.train.make_step`: a net and
+        ``loss(outputs, targets)``, or ``net=None`` and a custom
+        ``objective(params, batch, key) -> loss`` (or ``(loss, metrics dict)``), whose
+        ``batch`` is ``(inputs, targets)`` sliced from ``train_data`` (then ``params`` is
+        required: there is no net to initialise). Masked and multi-input models train
+        this way: ``train_data=(ids, (targets, mask))``.
+      train_data: ``(inputs, targets)``, each an array (NumPy or JAX) or a pytree of arrays
+        (a tuple, a dict) whose leaves share the first axis (the examples); the net
+        receives the inputs pytree as ``x`` and the loss ``(outputs, targets)``. Or an
+        ``ArrayDataset`` of two arrays. (Not a ``DataLoader``: ``fit`` shuffles and batches
+        on the device itself; pass the loader's dataset and ``batch_size``.)
       epochs: the epoch to stop at (exclusive); with ``start_epoch`` a run resumes.
       batch_size: examples per step.
       val_data: ``(inputs, targets)`` (or an ``ArrayDataset``) evaluated after every epoch
         (``val_`` metrics).
       seed: an int; fixes the initial params (when not given), the shuffling and dropout.
-      params, state, opt_state: start from these (to resume); initialised when None. They
-        are donated to the compiled epochs: use the returned ones, not these, afterwards.
+      params, state, opt_state: start from these (to resume, to fine-tune); initialised
+        when None. ``fit`` trains copies of them (its compiled epochs donate their buffers),
+        so the arrays passed in stay valid: compare them with the returned ones.
       start_epoch: the first epoch to run; epoch ``e`` always draws the same key from
         ``seed``, so a stop after ``k`` epochs and a resume gives the same params as no stop.
       history: a history to extend (when resuming).
@@ -89,7 +97,8 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         checkpoint and restored on resume; a run that a callback stopped stays stopped.
       progress: show a tqdm progress bar. It advances from inside the compiled epoch
         (about ten times an epoch) while epochs take at least ``LIVE_BAR_SECONDS`` (1 s),
-        otherwise once per epoch: each update from inside costs ~1 ms.
+        otherwise once per epoch: each update from inside costs ~1 ms. Without tqdm
+        installed, one line per epoch is printed instead.
       shuffle, drop_last: as a ``DataLoader``'s.
       checkpoint: a :class:`~minitorch.checkpoint.CheckpointManager`. ``fit`` saves params,
         optimiser state, net state and history after every epoch, and when the manager
@@ -120,16 +129,16 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
       ``(params, state, opt_state, history)``. ``history`` maps each metric to a list with
       one value per epoch run, plus ``"epoch"`` and ``"time"`` (seconds per epoch).
     """
-    x, y = _examples(train_data, "train_data")
+    x, y, count = _examples(train_data, "train_data")
     user_metrics = metric_fns.check(metrics, "fit")
-    val_data = None if val_data is None else _examples(val_data, "val_data")
-    _check_fit_arguments(net, epochs, batch_size, seed, len(x), telemetry_every)
+    val_data = None if val_data is None else _examples(val_data, "val_data")[:2]
+    _check_fit_arguments(net, epochs, batch_size, seed, count, telemetry_every, params)
     if loop not in ("auto", "scan", "steps"):
         raise ArgumentError(f"fit: loop must be 'auto', 'scan' or 'steps', received {loop!r}")
-    plan = EpochPlan(len(x), batch_size, shuffle, drop_last, telemetry_every)
-    run = {"seed": int(seed), "batch_size": int(batch_size), "num_examples": len(x),
-           "shuffle": bool(shuffle), "drop_last": bool(drop_last), "net": _describe(net),
-           "frozen": list(frozen)}
+    plan = EpochPlan(count, batch_size, shuffle, drop_last, telemetry_every)
+    run = {"seed": int(seed), "batch_size": int(batch_size), "num_examples": count,
+           "shuffle": bool(shuffle), "drop_last": bool(drop_last),
+           "net": _describe(net, loss), "frozen": list(frozen)}
     start = _start(net, optimizer, seed, (params, state, opt_state), start_epoch, history)
     if checkpoint is not None:
         resumed = _resume(checkpoint, start.trees, run, callbacks, strict_resume)
@@ -145,8 +154,12 @@ def fit(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
         finally:
             bar.close()
     params, state, opt_state = start.trees
-    return ((params, state, opt_state, start.history) if net.stateful
+    return ((params, state, opt_state, start.history) if _stateful(net)
             else (params, opt_state, start.history))
+
+
+def _stateful(net: Layer | None) -> bool:
+    return net is not None and net.stateful
 
 
 @dataclasses.dataclass
@@ -163,7 +176,7 @@ class _Run:
 class _Checks:
     """What runs after each epoch: validation, callbacks, the checkpoint."""
 
-    net: Layer
+    net: Layer | None
     loss: Callable
     val_data: tuple | None
     callbacks: Sequence[Callback]
@@ -172,21 +185,26 @@ class _Checks:
     metrics: dict
 
 
-def _start(net: Layer, optimizer: optax.GradientTransformation, seed: int, given: tuple,
+def _start(net: Any, optimizer: optax.GradientTransformation, seed: int, given: tuple,
            start_epoch: int, history: History | None) -> _Run:
-    """The starting point: the given trees, or fresh ones from ``seed``, made donatable."""
-    params, state, opt_state = given
+    """The starting point: copies of the given trees (the caller keeps its arrays: a copy
+    costs one pass over them, ~1 ms for a million float32 params, against a fit that
+    would otherwise delete them), or fresh ones from ``seed``."""
+    names = ("params", "state", "opt_state")
+    given = train.donatable(given, names, "fit")  # arrays an earlier call deleted: say so
+    params, state, opt_state = (None if tree is None else jax.tree.map(jnp.copy, tree)
+                                for tree in given)
     if params is None:
         params = net.init(jax.random.split(jax.random.key(seed))[0])
-    if state is None and net.stateful:
+    if state is None and _stateful(net):
         state = net.init_state()
     if opt_state is None:
         opt_state = optimizer.init(params)
-    trees = train.donatable((params, state, opt_state), ("params", "state", "opt_state"), "fit")
+    trees = train.donatable((params, state, opt_state), names, "fit")
     return _Run(trees, start_epoch, {k: list(v) for k, v in (history or {}).items()})
 
 
-def _epoch_runner(net: Layer, loss: Callable, optimizer: optax.GradientTransformation,
+def _epoch_runner(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformation,
                   plan: EpochPlan, loop: str, telemetry: bool, bar: Progress,
                   frozen: tuple[str, ...], metrics: dict) -> Callable:
     """``run(params, state, opt_state, data, key, index) -> (..., metrics)`` for one epoch,
@@ -194,7 +212,7 @@ def _epoch_runner(net: Layer, loss: Callable, optimizer: optax.GradientTransform
     update = train.make_update(net, loss, optimizer, frozen=frozen, metrics=metrics)
     probe = (train.make_update(net, loss, optimizer, telemetry=True, frozen=frozen,
                                metrics=metrics) if telemetry else None)
-    if loop == "steps" or (loop == "auto" and not net.scans_well()):
+    if loop == "steps" or (loop == "auto" and net is not None and not net.scans_well()):
         return make_epoch_steps(update, plan.num_examples, plan.batch_size,
                                 shuffle=plan.shuffle, drop_last=plan.drop_last, probe=probe,
                                 probe_every=plan.probe_every, on_step=bar.on_step)
@@ -216,7 +234,7 @@ def _epoch_runner(net: Layer, loss: Callable, optimizer: optax.GradientTransform
 def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,
            checks: _Checks, bar: Progress) -> _Run:
     """Run ``epochs``; after each: validation, history, callbacks, then the checkpoint."""
-    data = (jnp.asarray(data[0]), jnp.asarray(data[1]))
+    data = jax.tree.map(jnp.asarray, data)
     epoch_root = jax.random.split(jax.random.key(seed))[1]
     for epoch in epochs:
         started = time.perf_counter()
@@ -233,7 +251,7 @@ def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,
             logs.update({f"val_{name}": value for name, value in val.items()})
         logs["time"] = time.perf_counter() - started
         _record(run.history, epoch, {**logs, **{k: float(v) for k, v in telemetry.items()}})
-        bar.end_epoch(logs)
+        bar.end_epoch(epoch, logs)
         context = {"params": trees[0], "state": trees[1], "opt_state": trees[2],
                    "history": run.history}
         stop = any([bool(callback(epoch, logs, context)) for callback in checks.callbacks])
@@ -263,7 +281,8 @@ def _record(history: History, epoch: int, logs: dict[str, float]) -> None:
 
 
 class Progress:
-    """``fit``'s tqdm bar (optional: no tqdm, or ``enabled=False``, and it does nothing).
+    """``fit``'s tqdm bar (``enabled=False``: nothing; without tqdm installed: a line per
+    epoch).
 
     The epoch calls :meth:`on_step` with the steps done so far, from inside the compiled
     epoch; each call costs ~1 ms, so after each epoch :attr:`live` says whether the next
@@ -272,6 +291,7 @@ class Progress:
 
     def __init__(self, enabled: bool, total: int, steps_per_epoch: int):
         self.bar = _tqdm(total) if enabled else None
+        self.lines = enabled and self.bar is None  # no tqdm: a line per epoch
         self.steps = steps_per_epoch
         self.live = True
         self._epoch_start = 0  # the bar's count when the current epoch began
@@ -293,8 +313,11 @@ class Progress:
         if self.bar is not None:
             self.bar.update(max(self._epoch_start + int(done) - self.bar.n, 0))
 
-    def end_epoch(self, logs: dict[str, float]) -> None:
+    def end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
         self.live = self._epoch_seconds(time.perf_counter() - self._started) >= LIVE_BAR_SECONDS
+        if self.lines:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "time")
+            print(f"epoch {epoch}: {shown} ({logs.get('time', 0.0):.2f} s)", flush=True)
         if self.bar is not None:
             self.bar.update(self._epoch_start + self.steps - self.bar.n)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time"},
@@ -322,8 +345,9 @@ def _tqdm(total: int) -> Any:
     return tqdm(total=total, unit="step", leave=True)
 
 
-def _examples(data: Any, name: str) -> tuple[Any, Any]:
-    """``(inputs, targets)`` from a pair of arrays or an ``ArrayDataset`` of two."""
+def _examples(data: Any, name: str) -> tuple[Any, Any, int]:
+    """``(inputs, targets, number of examples)`` from a pair of pytrees of arrays sharing
+    their first axis (an array, a tuple, a dict each) or an ``ArrayDataset`` of two arrays."""
     if isinstance(data, DataLoader):
         raise ArgumentError(f"fit: {name} must be (inputs, targets) arrays or an "
                             f"ArrayDataset, received a DataLoader; fit shuffles and batches "
@@ -331,30 +355,32 @@ def _examples(data: Any, name: str) -> tuple[Any, Any]:
                             f"batch_size=loader.batch_size")
     if isinstance(data, ArrayDataset):
         data = data.arrays
-    if not (isinstance(data, (tuple, list)) and len(data) == 2
-            and all(hasattr(a, "shape") and hasattr(a, "__len__") for a in data)):
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
         received = (f"a {type(data).__name__} of {len(data)} items"
                     if isinstance(data, (tuple, list, ArrayDataset)) else type(data).__name__)
-        raise ArgumentError(f"fit: {name} must be (inputs, targets) arrays or an "
-                            f"ArrayDataset of two arrays, received {received}")
-    x, y = data
-    if jnp.ndim(x) == 0 or jnp.ndim(y) == 0:
-        raise ArgumentError(f"fit: {name} inputs and targets need a first axis of examples, "
-                            f"received shapes {jnp.shape(x)} and {jnp.shape(y)}")
-    if len(x) != len(y):
-        raise ArgumentError(f"fit: {name} inputs and targets must have the same length, "
-                            f"received {len(x)} and {len(y)}")
-    if len(x) == 0:
+        raise ArgumentError(f"fit: {name} must be (inputs, targets), each an array or a "
+                            f"pytree of arrays (a tuple, a dict) sharing the first axis, or "
+                            f"an ArrayDataset of two arrays; received {received}")
+    inputs, targets = data
+    num_examples(inputs, f"fit: {name} inputs")  # not empty, and arrays
+    count = num_examples({"inputs": inputs, "targets": targets}, f"fit: {name}")
+    if count == 0:
         raise ArgumentError(f"fit: {name} is empty (0 examples)")
-    for part, array in (("inputs", x), ("targets", y)):
-        if isinstance(array, np.ndarray):
-            check_fits_32_bits(array, f"fit: {name} {part}")
-    return x, y
+    for part, tree in (("inputs", inputs), ("targets", targets)):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            if isinstance(leaf, np.ndarray):
+                check_fits_32_bits(leaf, f"fit: {name} {part}{jax.tree_util.keystr(path)}")
+    return inputs, targets, count
 
 
 def _check_fit_arguments(net: Any, epochs: Any, batch_size: Any, seed: Any,
-                         num_examples: int, telemetry_every: Any) -> None:
-    train.check_net("fit", net)
+                         num_examples: int, telemetry_every: Any, params: Any) -> None:
+    if net is None:
+        if params is None:
+            raise ArgumentError("fit: with a custom objective (net=None) there is no net to "
+                                "initialise: pass params=...")
+    else:
+        train.check_net("fit", net)
     check_int("fit", "epochs", epochs, 1)
     check_int("fit", "seed", seed)
     if not is_int(batch_size) or not 1 <= batch_size <= num_examples:
@@ -364,9 +390,12 @@ def _check_fit_arguments(net: Any, epochs: Any, batch_size: Any, seed: Any,
         check_int("fit", "telemetry_every", telemetry_every, 1)
 
 
-def _describe(net: Layer) -> str:
-    """The net's hyperparameters as text, the same in every process (no addresses)."""
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(net))
+def _describe(net: Layer | None, loss: Callable) -> str:
+    """The net's hyperparameters as text (a custom objective: its name), the same in every
+    process (no addresses)."""
+    what = repr(net) if net is not None else (
+        f"objective {getattr(loss, '__qualname__', type(loss).__name__)}")
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", what)
 
 
 def _resume(checkpoint: CheckpointManager, trees: tuple, run: dict,

@@ -34,6 +34,7 @@ from jax.experimental import checkify
 
 from minitorch import freeze, monitor, optim
 from minitorch import metrics as metric_fns
+from minitorch.data import num_examples
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
 from minitorch.nn.containers import resolve_state
@@ -66,9 +67,11 @@ class Step(Protocol):
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]: ...
 
 
-def _class_ids(outputs: Array, targets: Array) -> bool:
-    """Whether ``targets (...)`` are integer class ids of ``outputs (..., C)``."""
-    return (jnp.issubdtype(jnp.result_type(targets), jnp.integer)
+def _class_ids(outputs: Any, targets: Any) -> bool:
+    """Whether ``targets (...)`` are integer class ids of ``outputs (..., C)`` (both arrays,
+    not pytrees)."""
+    return (hasattr(outputs, "dtype") and hasattr(targets, "dtype")
+            and jnp.issubdtype(jnp.result_type(targets), jnp.integer)
             and jnp.ndim(outputs) == jnp.ndim(targets) + 1)
 
 
@@ -384,69 +387,86 @@ def make_update(net: Layer | None, loss: Loss | Objective,
     return update
 
 
-def make_eval_step(net: Layer, loss: Loss, *, axis_name: Any = None,
+def make_eval_step(net: Layer | None, loss: Loss | Objective, *, axis_name: Any = None,
                    jit: bool = True, metrics: Mapping[str, MetricLike] | None = None
                    ) -> Callable:
     """``eval_step(params, batch, state=None) -> metrics`` in evaluation mode (no dropout,
-    BatchNorm's running statistics), with the same metrics as the training step."""
+    BatchNorm's running statistics), with the same metrics as the training step; with
+    ``net=None``, ``loss`` is a custom objective ``(params, batch, key) -> loss`` or
+    ``(loss, metrics)``, called with ``key=None``."""
     user_metrics = metric_fns.check(metrics, "make_eval_step")
 
     def eval_step(params, batch, state=None):
-        x, y = _unpack(batch)
-        outputs, _ = _forward(net, params, state, x, None, train=False)
-        value = loss(outputs, y)
-        metrics = {"loss": value, **classification_metrics(outputs, y),
-                   **metric_fns.compute(user_metrics, outputs, y)}
+        if net is None:
+            out = cast(Objective, loss)(params, batch, None)
+            value, extra = out if isinstance(out, tuple) else (out, {})
+            metrics = {"loss": value, **extra}
+        else:
+            x, y = _unpack(batch)
+            outputs, _ = _forward(net, params, state, x, None, train=False)
+            metrics = {"loss": cast(Loss, loss)(outputs, y),
+                       **classification_metrics(outputs, y),
+                       **metric_fns.compute(user_metrics, outputs, y)}
         return jax.lax.pmean(metrics, axis_name) if axis_name is not None else metrics
 
     return jax.jit(eval_step) if jit else eval_step
 
 
-def predict(net: Layer, params: Params, x: Array, *, state: State = None,
-            batch_size: int | None = None) -> Array:
-    """``net``'s outputs on ``x`` in evaluation mode, in batches of ``batch_size`` if given."""
+def predict(net: Layer, params: Params, x: Any, *, state: State = None,
+            batch_size: int | None = None) -> Any:
+    """``net``'s outputs on ``x`` (an array or a pytree of arrays sharing the first axis)
+    in evaluation mode, in batches of ``batch_size`` if given; compiled once per shape."""
     check_net("predict", net)
-    if jnp.ndim(x) == 0 or len(x) == 0:
+    count = num_examples(x, "predict: x")
+    if count == 0:
+        shapes = [tuple(jnp.shape(leaf)) for leaf in jax.tree.leaves(x)]
         raise ArgumentError(f"predict: x must hold at least one example (axis 0), received "
-                            f"shape {jnp.shape(x)}")
+                            f"shape {', '.join(map(str, shapes))}")
     if batch_size is not None:
         check_int("predict", "batch_size", batch_size, 1)
+    params, state = donatable((params, state), ("params", "state"), "predict")
     forward = _compiled_forward(net)
     if batch_size is None:
         return forward(params, state, x)
-    parts = [forward(params, state, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    return jnp.concatenate(parts)
+    parts = [forward(params, state, jax.tree.map(lambda a, i=i: a[i:i + batch_size], x))
+             for i in range(0, count, batch_size)]
+    return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
 
 
-def evaluate(net: Layer, loss: Loss, params: Params, data: tuple[Array, Array], *,
+def evaluate(net: Layer | None, loss: Loss | Objective, params: Params, data: Any, *,
              state: State = None, batch_size: int = 1024,
              metrics: Mapping[str, MetricLike] | None = None) -> dict[str, float]:
-    """Metrics of ``net`` on all of ``data = (x, y)``: example-weighted means over batches,
-    and counted metrics (:mod:`minitorch.metrics`) from counts summed over batches."""
+    """Metrics of ``net`` on all of ``data = (inputs, targets)`` (each an array or a pytree
+    of arrays sharing the first axis): example-weighted means over batches, and counted
+    metrics (:mod:`minitorch.metrics`) from counts summed over batches. With ``net=None``,
+    ``loss`` is a custom objective (as :func:`make_step`'s) and ``data`` its batches'
+    source. Compiled once per net, loss, metrics and batch shape: repeated calls (``fit``'s
+    validation every epoch) reuse the program."""
     user_metrics = metric_fns.check(metrics, "evaluate")
-    check_net("evaluate", net)
+    if net is not None:
+        check_net("evaluate", net)
     check_int("evaluate", "batch_size", batch_size, 1)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ArgumentError(f"evaluate: data must be a pair (inputs, targets), received "
                             f"{type(data).__name__}")
-    x, y = data
-    if len(x) == 0 or len(x) != len(y):
-        raise ArgumentError(f"evaluate: data must hold at least one example, as many inputs "
-                            f"as targets; received {len(x)} inputs and {len(y)} targets")
-    eval_step = make_eval_step(net, loss, metrics=user_metrics) if user_metrics else \
-        _compiled_eval(net, loss)
+    count = num_examples(tuple(data), "evaluate: data")
+    if count == 0:
+        raise ArgumentError("evaluate: data must hold at least one example, received 0")
+    params, state = donatable((params, state), ("params", "state"), "evaluate")
+    eval_step = _compiled_eval(net, loss, user_metrics)
     totals: dict[str, float] = {}
     counts: Any = None
-    for i in range(0, len(x), batch_size):
-        batch = (x[i:i + batch_size], y[i:i + batch_size])
+    for i in range(0, count, batch_size):
+        batch = jax.tree.map(lambda a, i=i: a[i:i + batch_size], tuple(data))
         found = dict(eval_step(params, batch, state))
         batch_counts = found.pop(metric_fns.COUNTS, None)
         if batch_counts is not None:
             counts = batch_counts if counts is None else jax.tree.map(jnp.add, counts,
                                                                        batch_counts)
+        size = min(batch_size, count - i)
         for name, value in found.items():
-            totals[name] = totals.get(name, 0.0) + float(value) * len(batch[0])
-    means = {name: total / len(x) for name, total in totals.items()}
+            totals[name] = totals.get(name, 0.0) + float(value) * size
+    means = {name: total / count for name, total in totals.items()}
     return {**means, **metric_fns.finish(user_metrics, counts or {})}
 
 
@@ -463,6 +483,15 @@ def _compiled_forward(net: Layer) -> Callable:
     return jax.jit(lambda params, state, x: _forward(net, params, state, x, None, False)[0])
 
 
+def _compiled_eval(net: Layer | None, loss: Any, metrics: dict[str, MetricLike]) -> Callable:
+    """One compiled evaluation per net, loss and metrics (a fresh one when a metric is not
+    hashable)."""
+    try:
+        return _cached_eval(net, loss, tuple(metrics.items()))
+    except TypeError:  # an unhashable metric object
+        return make_eval_step(net, loss, metrics=metrics)
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled_eval(net: Layer, loss: Loss) -> Callable:
-    return make_eval_step(net, loss)
+def _cached_eval(net: Layer | None, loss: Any, metrics: tuple) -> Callable:
+    return make_eval_step(net, loss, metrics=dict(metrics))

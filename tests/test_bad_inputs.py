@@ -206,7 +206,9 @@ CASES.update({
                                        r"fit: batch_size must be an int in \[1, 4\]"),
     "fit inputs and targets of different lengths": (
         lambda: fit(mlp(), losses.softmax_cross_entropy, optim.sgd(0.1), (X, Y[:3]),
-                    epochs=1, batch_size=2), ValueError, "same length, received 4 and 3"),
+                    epochs=1, batch_size=2), ValueError,
+        r"fit: train_data: every array needs the same number of examples \(first axis\); "
+        r"fit: train_data\['inputs'\] has 4, fit: train_data\['targets'\] has 3"),
     "early stopping on an unknown metric": (
         lambda: EarlyStopping("val_acc")(0, {"loss": 1.0}, {}), KeyError,
         "EarlyStopping: monitored metric 'val_acc' is not in the logs"),

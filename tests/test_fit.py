@@ -121,7 +121,9 @@ def test_bad_batch_size(batch_size):
 
 def test_mismatched_lengths():
     x, y = data()
-    with pytest.raises(ValueError, match="same length, received 100 and 99"):
+    with pytest.raises(ValueError, match=r"same number of examples \(first axis\); fit: "
+                                         r"train_data\['inputs'\] has 100, fit: "
+                                         r"train_data\['targets'\] has 99"):
         fit(mlp(), LOSS, optim.sgd(0.1), (x, y[:-1]), epochs=1, batch_size=10)
 
 

@@ -69,6 +69,12 @@ def check_state(layer: Layer, state: Any) -> None:
 
 
 def _check_tree(layer: Layer, tree: Any, expected: Any, what: str, error: type) -> None:
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and \
+                leaf.is_deleted():
+            raise error(name_of(layer), f"{what} holds arrays that were donated to a compiled "
+                        f"step or epoch (their buffers are deleted): use the {what} it "
+                        f"returned, or build the step with donate=False")
     if jax.tree.structure(tree) != jax.tree.structure(expected):  # type: ignore[operator]
         raise error(name_of(layer), f"{what} structure mismatch: expected "
                     f"{_shapes(expected)}, received {_describe(tree)}")

@@ -1,0 +1,223 @@
+"""fit on any data: pytree inputs and targets, custom objectives, params the caller keeps,
+validation compiled once, progress without tqdm, CSV and TensorBoard logging."""
+
+import csv
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from minitorch import losses, metrics, nn, optim, train
+from minitorch.errors import ArgumentError
+from minitorch.fit import fit
+from minitorch.loggers import CSVLogger, TensorBoardLogger
+
+
+class TwoInputs(nn.Composite):
+    """A model of two inputs: features and a per-example scale."""
+
+    f: nn.Layer
+
+    def forward(self, call, x):
+        features, scale = x
+        return call("f", features) * scale
+
+
+def two_input_data(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, 4)).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, size=(n, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, n).astype(np.int32)
+    return (features, scale), labels
+
+
+def by_hand(step, params, opt_state, data, batch_size):
+    """Consecutive slices, in order, through a make_step step (shuffle=False's epoch)."""
+    count = len(jax.tree.leaves(data)[0])
+    for i in range(0, count, batch_size):
+        batch = jax.tree.map(lambda a, i=i: a[i:i + batch_size], data)
+        params, opt_state, _ = step(params, opt_state, batch, None)
+    return params
+
+
+def test_tuple_inputs_train_as_make_step_does():
+    net = TwoInputs(nn.Linear(4, 3))
+    data = two_input_data()
+    opt = optim.sgd(0.1)
+    p0 = net.init(jax.random.key(0))
+    params, _, history = fit(net, losses.softmax_cross_entropy, opt, data, epochs=1,
+                             batch_size=8, params=p0, shuffle=False, progress=False)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt, donate=False)
+    want = by_hand(step, p0, opt.init(p0), data, 8)
+    np.testing.assert_allclose(params["f"]["W"], want["f"]["W"], rtol=1e-6)
+    assert "accuracy" in history
+
+
+def test_dict_inputs_and_targets_with_a_custom_objective_and_a_mask():
+    rng = np.random.default_rng(1)
+    inputs = {"ids": rng.integers(0, 5, (20, 6)).astype(np.int32)}
+    targets = {"next": rng.integers(0, 5, (20, 6)).astype(np.int32),
+               "mask": rng.uniform(size=(20, 6)) > 0.3}
+    net = nn.Net([nn.Embedding(5, 8), nn.Linear(8, 5)])
+
+    def objective(params, batch, key):
+        x, y = batch
+        logits = net.apply(params, x["ids"], key=key, train=True)
+        loss = losses.softmax_cross_entropy(logits, y["next"], where=y["mask"])
+        return loss, {"kept": jnp.mean(y["mask"])}
+
+    opt = optim.sgd(0.5)
+    p0 = net.init(jax.random.key(2))
+    params, _, history = fit(None, objective, opt, (inputs, targets), epochs=2, batch_size=5,
+                             params=p0, shuffle=False, progress=False,
+                             val_data=(inputs, targets))
+    step = train.make_step(None, objective, opt, donate=False)
+    state, want = opt.init(p0), p0
+    for _ in range(2):
+        for i in range(0, 20, 5):
+            batch = jax.tree.map(lambda a, i=i: a[i:i + 5], (inputs, targets))
+            want, state, _ = step(want, state, batch, jax.random.key(0))
+    np.testing.assert_allclose(params[0]["W"], want[0]["W"], rtol=1e-5, atol=1e-7)
+    assert history["loss"][1] < history["loss"][0]
+    assert set(history) >= {"loss", "kept", "val_loss", "val_kept"}
+    val = train.evaluate(None, objective, params, (inputs, targets))
+    assert val["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-6)
+
+
+def test_custom_objective_needs_params():
+    with pytest.raises(ArgumentError, match=r"fit: with a custom objective \(net=None\) there "
+                                            r"is no net to initialise: pass params="):
+        fit(None, lambda p, b, k: 0.0, optim.sgd(0.1), two_input_data(), epochs=1,
+            batch_size=4, progress=False)
+
+
+@pytest.mark.parametrize("data, message", [
+    (((np.ones((8, 2)), np.ones((7, 1))), np.zeros(8)),
+     r"fit: train_data inputs: every array needs the same number of examples \(first "
+     r"axis\); fit: train_data inputs\[0\] has 8, fit: train_data inputs\[1\] has 7"),
+    ((np.ones((8, 2)), {"y": np.zeros(6)}),
+     r"fit: train_data: every array needs the same number of examples \(first axis\); "
+     r"fit: train_data\['inputs'\] has 8, fit: train_data\['targets'\]\['y'\] has 6"),
+    (((np.ones((8, 2)), "text"), np.zeros(8)),
+     r"fit: train_data inputs\[1\]: expected an array, received str"),
+    (({}, np.zeros(8)), r"fit: train_data inputs: expected a pytree of arrays, received an "
+                        r"empty dict"),
+    ((np.ones((8, 2)), np.float32(1.0)),
+     r"fit: train_data\['targets'\]: expected a first axis of examples, received a scalar"),
+])
+def test_bad_batches_name_the_leaf(data, message):
+    with pytest.raises(ArgumentError, match=message):
+        fit(nn.Linear(2, 1), losses.mse, optim.sgd(0.1), data, epochs=1, batch_size=2,
+            progress=False)
+
+
+def test_the_callers_params_stay_valid_and_unchanged():
+    net = nn.Net([nn.Linear(4, 3)])
+    data = (np.ones((8, 4), np.float32), np.zeros(8, np.int32))
+    p0 = net.init(jax.random.key(0))
+    before = jax.tree.map(np.asarray, p0)
+    opt = optim.sgd(0.5)
+    o0 = opt.init(p0)
+    params, _, _ = fit(net, losses.softmax_cross_entropy, opt, data, epochs=2, batch_size=4,
+                       params=p0, opt_state=o0, progress=False)
+    np.testing.assert_array_equal(net.apply(p0, data[0]), net.apply(before, data[0]))
+    assert float(jnp.abs(params[0]["W"] - p0[0]["W"]).max()) > 0
+
+
+def test_donated_params_get_the_librarys_error():
+    net = nn.Net([nn.Linear(4, 3)])
+    opt = optim.sgd(0.1)
+    params = net.init(jax.random.key(0))
+    step = train.make_step(net, losses.softmax_cross_entropy, opt)
+    batch = (jnp.ones((2, 4)), jnp.zeros(2, jnp.int32))
+    step(params, opt.init(params), batch, None)   # donates params
+    with pytest.raises(ValueError, match=r"params holds arrays that were donated"):
+        net.apply(params, batch[0])
+    with pytest.raises(ValueError, match=r"predict: params holds arrays that were donated"):
+        train.predict(net, params, batch[0])
+    with pytest.raises(ValueError, match=r"evaluate: params holds arrays that were donated"):
+        train.evaluate(net, losses.softmax_cross_entropy, params, batch)
+
+
+def test_validation_compiles_once():
+    traced = []
+
+    def counted(outputs, targets):
+        traced.append(outputs.shape)
+        return jnp.mean(outputs)
+
+    net = nn.Net([nn.Linear(4, 3)])
+    data = (np.ones((16, 4), np.float32), np.zeros(16, np.int32))
+
+    after_each_epoch = []
+    fit(net, losses.softmax_cross_entropy, optim.sgd(0.1), data, epochs=4, batch_size=8,
+        val_data=data, metrics={"m": counted}, progress=False,
+        callbacks=[lambda epoch, logs, context: after_each_epoch.append(len(traced))])
+    # traced by the first epoch (training and validation), never again
+    assert after_each_epoch[0] >= 1 and len(set(after_each_epoch)) == 1, after_each_epoch
+    traced.clear()
+    params = net.init(jax.random.key(0))
+    for _ in range(3):
+        train.evaluate(net, losses.softmax_cross_entropy, params, data, metrics={"m": counted})
+    assert len(traced) <= 1
+
+
+def test_evaluate_and_predict_take_pytrees():
+    net = TwoInputs(nn.Linear(4, 3))
+    (features, scale), labels = two_input_data(n=10)
+    params = net.init(jax.random.key(0))
+    out = train.predict(net, params, (features, scale), batch_size=4)
+    np.testing.assert_allclose(out, net.apply(params, (features, scale)), rtol=1e-6)
+    got = train.evaluate(net, losses.softmax_cross_entropy, params,
+                         ((features, scale), labels), batch_size=3)
+    want = losses.softmax_cross_entropy(out, labels)
+    assert got["loss"] == pytest.approx(float(want), rel=1e-5)
+
+
+def test_progress_prints_a_line_per_epoch_without_tqdm(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    net = nn.Net([nn.Linear(4, 3)])
+    data = (np.ones((8, 4), np.float32), np.zeros(8, np.int32))
+    fit(net, losses.softmax_cross_entropy, optim.sgd(0.1), data, epochs=3, batch_size=4)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 0", "epoch 1", "epoch 2"]
+    assert "loss" in lines[0] and "accuracy" in lines[0]
+
+
+def test_csv_logger_writes_a_row_per_epoch(tmp_path):
+    net = nn.Net([nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3)])
+    data = (np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32),
+            np.zeros(16, np.int32))
+    path = tmp_path / "logs" / "run.csv"
+    _, _, history = fit(net, losses.softmax_cross_entropy, optim.sgd(0.1), data, epochs=3,
+                        batch_size=8, val_data=data, telemetry=True, progress=False,
+                        callbacks=[CSVLogger(path)], metrics={"f1": metrics.F1(3)})
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    for name in ("loss", "val_loss", "f1", "val_f1", "grad_norm/0"):
+        assert [float(r[name]) for r in rows] == pytest.approx(history[name], rel=1e-6), name
+
+
+def test_tensorboard_logger_writes_scalars_tensorboard_reads(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    net = nn.Net([nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3)])
+    data = (np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32),
+            np.zeros(16, np.int32))
+    logger = TensorBoardLogger(tmp_path / "tb")
+    _, _, history = fit(net, losses.softmax_cross_entropy, optim.sgd(0.1), data, epochs=3,
+                        batch_size=8, val_data=data, telemetry=True, progress=False,
+                        callbacks=[logger])
+    logger.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss", "val_loss", "accuracy", "telemetry/grad_norm/0"} <= tags
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [0, 1, 2]
+    assert [e.value for e in loss] == pytest.approx(history["loss"], rel=1e-6)
