@@ -144,7 +144,19 @@ class DataLoader:
         return _prefetched(batches, self.prefetch) if self.prefetch else batches
 
 
-def _prefetched(batches: Iterator[tuple], size: int) -> Iterator[tuple]:
+def prefetch_to_device(batches: Any, size: int = 2, sharding: Any = None) -> Iterator[Any]:
+    """The pytrees of ``batches`` (any iterable) placed on the device (or on ``sharding``)
+    in a background thread, ``size`` ahead: host work (loading, decoding, transfer)
+    overlaps the compute of the batches before (double buffering with ``size=2``)."""
+    def placed() -> Iterator[Any]:
+        for batch in batches:
+            yield jax.device_put(batch) if sharding is None else jax.device_put(batch,
+                                                                                 sharding)
+
+    return _prefetched(placed(), size) if size else placed()
+
+
+def _prefetched(batches: Iterator[Any], size: int) -> Iterator[Any]:
     """Produce ``batches`` in a daemon thread, ``size`` ahead; re-raise its errors here.
 
     Abandoning the iterator (``break``, an exception, or dropping it) closes the generator,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+from minitorch.data import num_examples, prefetch_to_device
 from minitorch.errors import ArgumentError
 from minitorch.metrics import COUNTS
 from minitorch.nn.core import Array
@@ -113,21 +114,28 @@ class EpochPlan:
         return order, jax.random.split(step_key, self.full + 1)
 
     def means(self, metrics: dict[str, Any], telemetry: dict[str, Array]) -> dict[str, Any]:
-        """The epoch's metrics from every step's: ``metrics`` maps names to ``(steps,)``
-        arrays in step order, averaged weighted by each step's examples, except the counts
-        of counted metrics (under ``"counts"``, ``(steps, ...)``), which are summed;
-        ``telemetry`` maps names to ``(probes,)`` arrays, averaged over the probing steps."""
-        metrics = dict(metrics)
-        counts = metrics.pop(COUNTS, None)
-        sizes = jnp.asarray(self.sizes, jnp.float32)
-        # weighted along the steps axis; a metric may itself be an array (per layer, ...)
-        out: dict[str, Any] = {k: jnp.tensordot(sizes, v, axes=1) / sizes.sum()
-                               for k, v in metrics.items()}
-        if counts is not None:
-            out[COUNTS] = jax.tree.map(lambda c: jnp.sum(c, axis=0), counts)
-        if telemetry:
-            out[TELEMETRY] = {k: jnp.mean(v) for k, v in telemetry.items()}
-        return out
+        """The epoch's metrics from every step's (:func:`weighted_means` with this plan's
+        batch sizes)."""
+        return weighted_means(jnp.asarray(self.sizes, jnp.float32), metrics, telemetry)
+
+
+def weighted_means(sizes: Array, metrics: dict[str, Any], telemetry: dict[str, Array]
+                   ) -> dict[str, Any]:
+    """An epoch's metrics from every step's: ``metrics`` maps names to ``(steps,)`` arrays
+    in step order, averaged weighted by each step's examples ``sizes (steps,)``, except the
+    counts of counted metrics (under ``"counts"``, ``(steps, ...)``), which are summed;
+    ``telemetry`` maps names to ``(probes,)`` arrays, averaged over the probing steps."""
+    metrics = dict(metrics)
+    counts = metrics.pop(COUNTS, None)
+    sizes = sizes.astype(jnp.float32)
+    # weighted along the steps axis; a metric may itself be an array (per layer, ...)
+    out: dict[str, Any] = {k: jnp.tensordot(sizes, v, axes=1) / sizes.sum()
+                           for k, v in metrics.items()}
+    if counts is not None:
+        out[COUNTS] = jax.tree.map(lambda c: jnp.sum(c, axis=0), counts)
+    if telemetry:
+        out[TELEMETRY] = {k: jnp.mean(v) for k, v in telemetry.items()}
+    return out
 
 
 def _split_telemetry(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -290,5 +298,60 @@ def make_epoch_steps(update: Update, num_examples: int, batch_size: int, *,
             if on_step is not None:
                 on_step(i + 1)
         return params, state, opt_state, means(metrics, telemetry)
+
+    return epoch
+
+
+def make_streamed_epoch(update: Update, *, probe: Update | None = None,
+                        probe_every: int | None = None,
+                        on_step: Callable[[Any], None] | None = None,
+                        prefetch: int = 2) -> Epoch:
+    """An epoch over batches streamed from the host (a ``DataLoader``, a Grain loader, any
+    iterable of ``(inputs, targets)`` pytrees): one dispatch of the jit'd ``update`` per
+    batch, each batch moved to the device ``prefetch`` batches ahead in a background
+    thread, so loading and transfer overlap the compute.
+
+    Step ``i`` of epoch ``index`` draws its key as ``fold_in(fold_in(key, index), i)``
+    inside the compiled step (the loader fixes the order, from its seed and epoch), so a
+    resumed run equals an uninterrupted one. ``probe`` runs instead of ``update`` every
+    ``probe_every`` steps (default: the epoch's first step). The metrics are the steps'
+    means weighted by each batch's examples (:func:`weighted_means`).
+
+    Returns:
+      ``epoch(params, state, opt_state, batches, key, index) -> (params, state, opt_state,
+      metrics)``, ``batches`` an iterable of the epoch's batches.
+    """
+    def keyed(fn: Update) -> Callable:
+        def step(params, state, opt_state, batch, key, index, i):
+            return fn(params, state, opt_state, batch,
+                      jax.random.fold_in(jax.random.fold_in(key, index), i))
+
+        return jax.jit(step, donate_argnums=(0, 1, 2))
+
+    step = keyed(update)
+    probe_step = None if probe is None else keyed(probe)
+    every = probe_every or 0
+
+    @jax.jit
+    def means(sizes, metrics, telemetry):
+        return weighted_means(sizes, _stacked(metrics), _stacked(telemetry))
+
+    def epoch(params, state, opt_state, batches, key, index):
+        metrics, telemetry, sizes = [], [], []
+        for i, batch in enumerate(prefetch_to_device(batches, prefetch)):
+            probing = (i + 1) % every == 0 if every else i == 0
+            fn = probe_step if probing and probe_step is not None else step
+            params, state, opt_state, m = fn(params, state, opt_state, batch, key, index, i)
+            m, t = _split_telemetry(m)
+            metrics.append(m)
+            sizes.append(num_examples(batch, "fit: a streamed batch"))
+            if t:
+                telemetry.append(t)
+            if on_step is not None:
+                on_step(i + 1)
+        if not metrics:
+            raise ArgumentError("fit: train_data yielded no batch this epoch (an exhausted "
+                                "iterator? pass a re-iterable such as a DataLoader)")
+        return params, state, opt_state, means(jnp.asarray(sizes), metrics, telemetry)
 
     return epoch

@@ -18,6 +18,7 @@ layers that run slower inside a loop (XLA:CPU's own grouped-convolution kernels,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import time
@@ -33,7 +34,7 @@ from minitorch import metrics as metric_fns
 from minitorch import train
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.data import ArrayDataset, DataLoader, num_examples
-from minitorch.epoch import EpochPlan, make_epoch, make_epoch_steps
+from minitorch.epoch import EpochPlan, make_epoch, make_epoch_steps, make_streamed_epoch
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
 from minitorch.nn.core import Layer, Params, State
@@ -56,14 +57,15 @@ __all__ = ["Callback", "EarlyStopping", "Progress", "fit"]
 
 
 def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformation,
-        train_data: Any, *, epochs: int, batch_size: int, val_data: Any = None,
+        train_data: Any, *, epochs: int, batch_size: int | None = None, val_data: Any = None,
         seed: int = 0, params: Params | None = None, state: State = None,
         opt_state: Any = None, start_epoch: int = 0, history: History | None = None,
         callbacks: Sequence[Callback] = (), progress: bool = True, shuffle: bool = True,
         drop_last: bool = False, checkpoint: CheckpointManager | None = None,
         telemetry: bool = False, telemetry_every: int | None = None,
         loop: str = "auto", strict_resume: bool = True, frozen: Sequence[str] = (),
-        metrics: Mapping[str, MetricLike] | None = None) -> tuple:
+        metrics: Mapping[str, MetricLike] | None = None,
+        steps_per_epoch: int | None = None) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -76,10 +78,16 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
       train_data: ``(inputs, targets)``, each an array (NumPy or JAX) or a pytree of arrays
         (a tuple, a dict) whose leaves share the first axis (the examples); the net
         receives the inputs pytree as ``x`` and the loss ``(outputs, targets)``. Or an
-        ``ArrayDataset`` of two arrays. (Not a ``DataLoader``: ``fit`` shuffles and batches
-        on the device itself; pass the loader's dataset and ``batch_size``.)
+        ``ArrayDataset`` of two arrays. Arrays live on the device, where ``fit`` shuffles
+        and batches them itself. Or, for data that does not fit there, a ``DataLoader``, a
+        Grain loader or any re-iterable of ``(inputs, targets)`` batches: ``fit`` streams
+        them, each epoch one pass (``set_epoch(epoch)`` is called when the loader has it,
+        so a resumed run sees the same order), batches moved to the device two ahead in a
+        background thread.
       epochs: the epoch to stop at (exclusive); with ``start_epoch`` a run resumes.
-      batch_size: examples per step.
+      batch_size: examples per step (arrays; a loader has its own).
+      steps_per_epoch: with streamed data, the batches an epoch takes (needed for a
+        single-use iterator, such as a generator, over more than one epoch).
       val_data: ``(inputs, targets)`` (or an ``ArrayDataset``) evaluated after every epoch
         (``val_`` metrics).
       seed: an int; fixes the initial params (when not given), the shuffling and dropout.
@@ -129,14 +137,23 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
       ``(params, state, opt_state, history)``. ``history`` maps each metric to a list with
       one value per epoch run, plus ``"epoch"`` and ``"time"`` (seconds per epoch).
     """
-    x, y, count = _examples(train_data, "train_data")
     user_metrics = metric_fns.check(metrics, "fit")
     val_data = None if val_data is None else _examples(val_data, "val_data")[:2]
-    _check_fit_arguments(net, epochs, batch_size, seed, count, telemetry_every, params)
+    _check_fit_arguments(net, epochs, seed, telemetry_every, params)
     if loop not in ("auto", "scan", "steps"):
         raise ArgumentError(f"fit: loop must be 'auto', 'scan' or 'steps', received {loop!r}")
-    plan = EpochPlan(count, batch_size, shuffle, drop_last, telemetry_every)
-    run = {"seed": int(seed), "batch_size": int(batch_size), "num_examples": count,
+    stream = _Stream.of(train_data, steps_per_epoch, epochs - start_epoch)
+    plan: EpochPlan | _Stream
+    if stream is None:
+        x, y, count = _examples(train_data, "train_data")
+        size = _check_batch_size(batch_size, count)
+        plan = EpochPlan(count, size, shuffle, drop_last, telemetry_every)
+        data: Any = jax.tree.map(jnp.asarray, (x, y))
+        described: tuple[int | None, int | None] = (size, count)
+    else:
+        plan = data = dataclasses.replace(stream, probe_every=telemetry_every)
+        described = (stream.batch_size, stream.num_examples)
+    run = {"seed": int(seed), "batch_size": described[0], "num_examples": described[1],
            "shuffle": bool(shuffle), "drop_last": bool(drop_last),
            "net": _describe(net, loss), "frozen": list(frozen)}
     start = _start(net, optimizer, seed, (params, state, opt_state), start_epoch, history)
@@ -149,8 +166,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
             epoch_fn = _epoch_runner(net, loss, optimizer, plan, loop, telemetry, bar,
                                      tuple(frozen), user_metrics)
             checks = _Checks(net, loss, val_data, callbacks, checkpoint, run, user_metrics)
-            start = _train(epoch_fn, start, range(start.epoch, epochs), (x, y), seed,
-                           checks, bar)
+            start = _train(epoch_fn, start, range(start.epoch, epochs), data, seed, checks,
+                           bar)
         finally:
             bar.close()
     params, state, opt_state = start.trees
@@ -205,13 +222,18 @@ def _start(net: Any, optimizer: optax.GradientTransformation, seed: int, given: 
 
 
 def _epoch_runner(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformation,
-                  plan: EpochPlan, loop: str, telemetry: bool, bar: Progress,
+                  plan: EpochPlan | _Stream, loop: str, telemetry: bool, bar: Progress,
                   frozen: tuple[str, ...], metrics: dict) -> Callable:
     """``run(params, state, opt_state, data, key, index) -> (..., metrics)`` for one epoch,
-    as a scan or as steps, reporting to ``bar``."""
+    as a scan or as steps over arrays, or streamed, reporting to ``bar``."""
     update = train.make_update(net, loss, optimizer, frozen=frozen, metrics=metrics)
     probe = (train.make_update(net, loss, optimizer, telemetry=True, frozen=frozen,
                                metrics=metrics) if telemetry else None)
+    if isinstance(plan, _Stream):
+        streamed = make_streamed_epoch(update, probe=probe, probe_every=plan.probe_every,
+                                       on_step=bar.on_step)
+        return lambda params, state, opt_state, stream, key, index: streamed(
+            params, state, opt_state, stream.batches(index), key, index)
     if loop == "steps" or (loop == "auto" and net is not None and not net.scans_well()):
         return make_epoch_steps(update, plan.num_examples, plan.batch_size,
                                 shuffle=plan.shuffle, drop_last=plan.drop_last, probe=probe,
@@ -234,7 +256,6 @@ def _epoch_runner(net: Layer | None, loss: Callable, optimizer: optax.GradientTr
 def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,
            checks: _Checks, bar: Progress) -> _Run:
     """Run ``epochs``; after each: validation, history, callbacks, then the checkpoint."""
-    data = jax.tree.map(jnp.asarray, data)
     epoch_root = jax.random.split(jax.random.key(seed))[1]
     for epoch in epochs:
         started = time.perf_counter()
@@ -318,7 +339,7 @@ class Progress:
         if self.lines:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "time")
             print(f"epoch {epoch}: {shown} ({logs.get('time', 0.0):.2f} s)", flush=True)
-        if self.bar is not None:
+        if self.bar is not None and self.steps:  # a stream may not say how many steps
             self.bar.update(self._epoch_start + self.steps - self.bar.n)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time"},
                                  refresh=False)
@@ -342,7 +363,65 @@ def _tqdm(total: int) -> Any:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is an optional extra: no bar rather than no training
         return None
-    return tqdm(total=total, unit="step", leave=True)
+    return tqdm(total=total or None, unit="step", leave=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stream:
+    """Streamed training data: a loader or re-iterable of batches, one pass an epoch."""
+
+    source: Any
+    steps_per_epoch: int | None
+    probe_every: int | None = None
+
+    @staticmethod
+    def of(data: Any, steps_per_epoch: Any, epochs: int) -> _Stream | None:
+        """The stream ``data`` is, or None for in-memory data: a tuple ``(inputs, targets)``,
+        an ``ArrayDataset`` (or a list of two arrays, ``[x, y]``). Any other iterable (a
+        list of batches, a loader, a generator) is a stream of batches."""
+        pair = isinstance(data, list) and len(data) == 2 and all(
+            hasattr(part, "shape") for part in data)
+        if isinstance(data, (tuple, ArrayDataset, dict)) or pair or hasattr(data, "shape") \
+                or not hasattr(data, "__iter__"):
+            if steps_per_epoch is not None:
+                raise ArgumentError("fit: steps_per_epoch is for streamed data (a loader or "
+                                    "an iterable of batches); with arrays, batch_size "
+                                    "decides the steps")
+            return None
+        if steps_per_epoch is not None:
+            check_int("fit", "steps_per_epoch", steps_per_epoch, 1)
+        elif iter(data) is data and epochs > 1:
+            raise ArgumentError(f"fit: train_data is a single-use iterator "
+                                f"({type(data).__name__}), which cannot give {epochs} "
+                                f"epochs: pass a re-iterable (a DataLoader, a Grain loader, "
+                                f"a list of batches) or steps_per_epoch=")
+        return _Stream(data, steps_per_epoch)
+
+    @property
+    def batch_size(self) -> int | None:
+        size: Any = getattr(self.source, "batch_size", None)
+        return int(size) if is_int(size) else None
+
+    @property
+    def num_examples(self) -> int | None:
+        dataset: Any = getattr(self.source, "dataset", None)
+        return len(dataset) if hasattr(dataset, "__len__") else None
+
+    @property
+    def steps(self) -> int:
+        """Steps per epoch, or 0 when the source does not say."""
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return len(self.source) if hasattr(self.source, "__len__") else 0
+
+    def batches(self, epoch: int) -> Any:
+        """Epoch ``epoch``'s batches (the loader told which epoch, when it can be)."""
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
+        batches = iter(self.source)
+        if self.steps_per_epoch is not None:
+            return itertools.islice(batches, self.steps_per_epoch)
+        return batches
 
 
 def _examples(data: Any, name: str) -> tuple[Any, Any, int]:
@@ -350,9 +429,8 @@ def _examples(data: Any, name: str) -> tuple[Any, Any, int]:
     their first axis (an array, a tuple, a dict each) or an ``ArrayDataset`` of two arrays."""
     if isinstance(data, DataLoader):
         raise ArgumentError(f"fit: {name} must be (inputs, targets) arrays or an "
-                            f"ArrayDataset, received a DataLoader; fit shuffles and batches "
-                            f"on the device itself: pass loader.dataset and "
-                            f"batch_size=loader.batch_size")
+                            f"ArrayDataset, received a DataLoader: pass loader.dataset "
+                            f"(streamed validation is not supported yet)")
     if isinstance(data, ArrayDataset):
         data = data.arrays
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
@@ -373,8 +451,15 @@ def _examples(data: Any, name: str) -> tuple[Any, Any, int]:
     return inputs, targets, count
 
 
-def _check_fit_arguments(net: Any, epochs: Any, batch_size: Any, seed: Any,
-                         num_examples: int, telemetry_every: Any, params: Any) -> None:
+def _check_batch_size(batch_size: Any, num_examples: int) -> int:
+    if not is_int(batch_size) or not 1 <= batch_size <= num_examples:
+        raise ArgumentError(f"fit: batch_size must be an int in [1, {num_examples}] (the "
+                            f"number of training examples), received {batch_size!r}")
+    return int(batch_size)
+
+
+def _check_fit_arguments(net: Any, epochs: Any, seed: Any, telemetry_every: Any,
+                         params: Any) -> None:
     if net is None:
         if params is None:
             raise ArgumentError("fit: with a custom objective (net=None) there is no net to "
@@ -383,9 +468,6 @@ def _check_fit_arguments(net: Any, epochs: Any, batch_size: Any, seed: Any,
         train.check_net("fit", net)
     check_int("fit", "epochs", epochs, 1)
     check_int("fit", "seed", seed)
-    if not is_int(batch_size) or not 1 <= batch_size <= num_examples:
-        raise ArgumentError(f"fit: batch_size must be an int in [1, {num_examples}] (the "
-                            f"number of training examples), received {batch_size!r}")
     if telemetry_every is not None:
         check_int("fit", "telemetry_every", telemetry_every, 1)
 

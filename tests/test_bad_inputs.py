@@ -342,8 +342,12 @@ CASES.update({
                             "fit: net must be a minitorch layer, received PjitFunction"),
     "fit empty validation data": (lambda: fit_mlp(val_data=(X[:0], Y[:0])), ValueError,
                                   r"fit: val_data is empty \(0 examples\)"),
-    "fit data as a loader": (lambda: fit_mlp(DataLoader(ArrayDataset(X, Y), 2)), TypeError,
-                             "fit: train_data must be .* received a DataLoader"),
+    "fit validation data as a loader": (
+        lambda: fit_mlp(val_data=DataLoader(ArrayDataset(X, Y), 2)), TypeError,
+        "fit: val_data must be .* received a DataLoader"),
+    "fit a generator for several epochs": (
+        lambda: fit_mlp((b for b in [(X, Y)]), epochs=2), TypeError,
+        r"fit: train_data is a single-use iterator \(generator\), which cannot give 2 epochs"),
     "fit data of three arrays": (lambda: fit_mlp((X, Y, Y)), TypeError,
                                  "fit: train_data must be .* received a tuple of 3 items"),
     "fit labels that would wrap": (lambda: fit_mlp((X, np.array([0, 1, 2**32 + 1, 0]))),

@@ -221,3 +221,77 @@ def test_tensorboard_logger_writes_scalars_tensorboard_reads(tmp_path):
     loss = events.Scalars("loss")
     assert [e.step for e in loss] == [0, 1, 2]
     assert [e.value for e in loss] == pytest.approx(history["loss"], rel=1e-6)
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+def stream_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 4)).astype(np.float32),
+            rng.integers(0, 3, n).astype(np.int32))
+
+
+def test_streamed_epochs_equal_a_hand_written_loop_over_the_same_loader():
+    from minitorch.data import ArrayDataset, DataLoader
+
+    net = nn.Net([nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)])
+    loader = DataLoader(ArrayDataset(*stream_data()), 16, shuffle=True, seed=3)
+    opt = optim.sgd(0.1, momentum=0.9)
+    p0 = net.init(jax.random.key(0))
+    params, _, history = fit(net, losses.softmax_cross_entropy, opt, loader, epochs=3,
+                             params=p0, progress=False)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt, donate=False)
+    want, state, means = p0, opt.init(p0), []
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        total = 0.0
+        for x, y in loader:
+            want, state, m = step(want, state, (x, y), None)
+            total += float(m["loss"]) * len(x)
+        means.append(total / 40)
+    np.testing.assert_allclose(params[2]["W"], want[2]["W"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(history["loss"], means, rtol=1e-5)
+
+
+def test_a_list_of_batches_and_a_generator_with_steps_per_epoch():
+    net = nn.Net([nn.Linear(4, 3)])
+    x, y = stream_data()
+    batches = [(x[i:i + 10], y[i:i + 10]) for i in range(0, 40, 10)]
+    opt = optim.sgd(0.1)
+    p0 = net.init(jax.random.key(0))
+    listed, _, _ = fit(net, losses.softmax_cross_entropy, opt, batches, epochs=2, params=p0,
+                       progress=False)
+
+    def forever():
+        while True:
+            yield from batches
+
+    generated, _, _ = fit(net, losses.softmax_cross_entropy, opt, forever(), epochs=2,
+                          params=p0, steps_per_epoch=4, progress=False)
+    np.testing.assert_allclose(listed[0]["W"], generated[0]["W"], rtol=1e-6)
+    with pytest.raises(ArgumentError, match=r"fit: train_data is a single-use iterator "
+                                            r"\(list_iterator\), which cannot give 2 epochs: "
+                                            r"pass "
+                                            r"a re-iterable"):
+        fit(net, losses.softmax_cross_entropy, opt, iter(batches), epochs=2, params=p0,
+            progress=False)
+
+
+def test_a_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
+    from minitorch.checkpoint import CheckpointManager
+    from minitorch.data import ArrayDataset, DataLoader
+
+    net = nn.Net([nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3)])
+
+    def run(epochs, directory=None):
+        loader = DataLoader(ArrayDataset(*stream_data()), 8, shuffle=True, seed=1)
+        manager = None if directory is None else CheckpointManager(directory)
+        return fit(net, losses.softmax_cross_entropy, optim.sgd(0.1, momentum=0.9), loader,
+                   epochs=epochs, seed=4, checkpoint=manager, progress=False)
+
+    whole, _, whole_history = run(4)
+    run(2, tmp_path / "run")                     # stopped after two epochs
+    resumed, _, history = run(4, tmp_path / "run")
+    for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(whole)):
+        np.testing.assert_array_equal(got, want)
+    assert history["loss"] == whole_history["loss"]
