@@ -48,7 +48,9 @@ class ArrayDataset:
     """Equal-length arrays indexed together: ``dataset[i] -> (x[i], y[i], ...)``.
 
     Args:
-      *arrays: NumPy or JAX arrays sharing their first axis (the examples).
+      *arrays: NumPy or JAX arrays sharing their first axis (the examples); a NumPy memmap
+        (``np.load(path, mmap_mode="r")``) streams a file larger than memory through a
+        ``DataLoader``, each batch reading only its rows.
     """
 
     def __init__(self, *arrays: Any):
