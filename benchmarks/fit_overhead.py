@@ -15,8 +15,12 @@
    history, validation off; its "auto" loop scans) against the bare epochs of both modes
    (`make_epoch`'s scan and `make_epoch_steps`, called in a loop); also split in two:
    fit's epochs alone (its history's epoch times) and its one-off cost per call.
+3. The digits CNN streamed: `fit` over a `DataLoader` (host batches, shuffled, moved to
+   the device two ahead) against `fit` over the same arrays in memory (the compiled epoch),
+   and against a hand-written loop of the jit'd step over the same loader; fit's epoch
+   times (its history, after the compiling first).
 
-Run: python benchmarks/fit_overhead.py [--rounds 15]
+Run: python benchmarks/fit_overhead.py [--rounds 15] [--parts iris digits streamed]
 """
 
 from __future__ import annotations
@@ -159,12 +163,81 @@ def digits_candidates():
     return {"bare scan epoch": scan, "bare steps epoch": steps, "fit": run_fit}, epochs, fit_state
 
 
+def streamed_candidates(epochs: int = 4):
+    """Per-epoch seconds of fit streamed from a DataLoader, fit in memory, and a hand-written
+    loop over the same loader (each run's first epoch, which compiles, left out)."""
+    from digits_cnn import digits_cnn, load
+
+    from minitorch.data import ArrayDataset, DataLoader
+
+    (x, y), _, _ = load()
+    net = digits_cnn()
+    opt = optim.sgd(0.05, momentum=0.9, nesterov=True)
+    params = net.init(jax.random.key(0))
+    out: dict[str, list[float]] = {"fit streamed": [], "fit in memory": [], "hand loop": []}
+
+    def fitted(name, data, **kwargs):
+        def run():
+            with quiet():
+                p, _, history = fit(net, losses.softmax_cross_entropy, opt, data,
+                                    epochs=epochs + 1, params=params, seed=0, **kwargs)
+            out[name].append(sum(history["time"][1:]) / epochs)
+            return p
+
+        return run
+
+    loader = DataLoader(ArrayDataset(x, y), 32, shuffle=True, seed=0, device_put=False)
+    step = train.make_step(net, losses.softmax_cross_entropy, opt)
+
+    def hand_loop():
+        p, o = jax.tree.map(jnp.copy, params), opt.init(params)
+        times = []
+        for epoch in range(epochs + 1):
+            start = time.perf_counter()
+            loader.set_epoch(epoch)
+            for i, batch in enumerate(loader):
+                p, o, _ = step(p, o, batch, jax.random.fold_in(jax.random.key(epoch), i))
+            jax.block_until_ready(p)
+            times.append(time.perf_counter() - start)
+        out["hand loop"].append(sum(times[1:]) / epochs)
+        return p
+
+    return {"fit streamed": fitted("fit streamed", loader),
+            "fit in memory": fitted("fit in memory", (x, y), batch_size=32),
+            "hand loop": hand_loop}, out
+
+
+def report_streamed(rounds: int) -> None:
+    candidates, per_epoch = streamed_candidates()
+    interleaved(candidates, rounds=rounds)
+    print(f"\ndigits CNN streamed (1293 images, batch 32), {rounds} rounds, median ms/epoch "
+          f"(after each run's compiling first epoch):")
+    for name in ("fit in memory", "fit streamed", "hand loop"):
+        values = per_epoch[name][1:]  # the untimed warm-up call of interleaved left out
+        print(f"  {name:14s} {1e3 * median(values):7.1f} ms/epoch")
+    trimmed = {k: v[1:] for k, v in per_epoch.items()}
+    for name, reference in (("fit streamed", "fit in memory"), ("fit streamed", "hand loop")):
+        r, spread = ratio_spread(trimmed, name, reference)
+        print(f"  {name} / {reference}: {r:.3f} (+-{spread:.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--parts", nargs="+", default=["iris", "digits", "streamed"],
+                        choices=["iris", "digits", "streamed"])
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    if "iris" in args.parts:
+        report_iris(args.rounds)
+    if "digits" in args.parts:
+        report_digits(args.rounds)
+    if "streamed" in args.parts:
+        report_streamed(args.rounds)
+    print(f"\nmachine after: {machine()}")
 
+
+def report_iris(rounds: int) -> None:
     candidates, steps, fit_state = iris_candidates()
     fit_times = []
 
@@ -173,10 +246,10 @@ def main() -> None:
         fit_times.append(fit_state["per_epoch"] * EPOCHS)
         return out
 
-    times = interleaved({**candidates, "fit": fit_epochs}, rounds=args.rounds)
+    times = interleaved({**candidates, "fit": fit_epochs}, rounds=rounds)
     times["fit"] = fit_times  # fit's compile-free part, measured inside the same rounds
     per_step = {k: [t / (EPOCHS * steps) for t in v] for k, v in times.items()}
-    print(f"\nIris-sized (120 x 4, batch 16, {steps} steps/epoch), {args.rounds} rounds, "
+    print(f"\nIris-sized (120 x 4, batch 16, {steps} steps/epoch), {rounds} rounds, "
           f"median us/step:")
     for name in ("floor", "bare epoch", "pre-sliced loop", "fit", "host loop"):
         r, spread = ratio_spread(per_step, name, "floor")
@@ -185,6 +258,8 @@ def main() -> None:
     r, _ = ratio_spread(per_step, "host loop", "fit")
     print(f"  fit is {r:.1f}x faster than the host loop")
 
+
+def report_digits(rounds: int) -> None:
     candidates, epochs, fit_state = digits_candidates()
     fit_times, epoch_times, one_offs = [], [], []
 
@@ -195,18 +270,17 @@ def main() -> None:
         one_offs.append(fit_state["one_off"])
         return out
 
-    times = interleaved({**candidates, "fit": digits_fit}, rounds=args.rounds)
+    times = interleaved({**candidates, "fit": digits_fit}, rounds=rounds)
     times["fit"] = fit_times
     times["fit's epochs alone"] = epoch_times
     per_epoch = {k: [t / epochs for t in v] for k, v in times.items()}
-    print(f"\ndigits CNN (1293 images, batch 32), {args.rounds} rounds, median ms/epoch:")
+    print(f"\ndigits CNN (1293 images, batch 32), {rounds} rounds, median ms/epoch:")
     for name in ("bare scan epoch", "bare steps epoch", "fit", "fit's epochs alone"):
         r, spread = ratio_spread(per_epoch, name, "bare scan epoch")
         print(f"  {name:18s} {1e3 * median(per_epoch[name]):7.1f} ms/epoch  "
               f"{r:5.2f}x bare scan epoch (+-{spread:.2f})")
     print(f"  fit's one-off cost per call (set-up, releasing the compiled epoch): "
           f"{1e3 * median(one_offs):.1f} ms, spread over its 8 epochs in 'fit' above")
-    print(f"\nmachine after: {machine()}")
 
 
 if __name__ == "__main__":

@@ -344,7 +344,9 @@ def make_streamed_epoch(update: Update, *, probe: Update | None = None,
             params, state, opt_state, m = fn(params, state, opt_state, batch, key, index, i)
             m, t = _split_telemetry(m)
             metrics.append(m)
-            sizes.append(num_examples(batch, "fit: a streamed batch"))
+            # the first batch checked leaf by leaf (the step has seen its structure since)
+            sizes.append(num_examples(batch, "fit: a streamed batch") if i == 0
+                         else len(jax.tree.leaves(batch)[0]))
             if t:
                 telemetry.append(t)
             if on_step is not None:
