@@ -164,14 +164,15 @@ def test_an_abandoned_prefetching_iterator_releases_its_thread_and_batches():
         pass
 
 
-def test_fit_accepts_an_array_dataset_and_explains_a_data_loader():
+def test_fit_accepts_an_array_dataset_and_streams_a_data_loader():
     x, y = data()
     straight = quiet_fit(mlp(), (x, y))
     from_dataset = quiet_fit(mlp(), ArrayDataset(x, y), val_data=ArrayDataset(x, y))
     chex.assert_trees_all_equal(straight[0], from_dataset[0])
-    with pytest.raises(TypeError, match=r"fit: train_data must be .* received a DataLoader; "
-                                        r"fit shuffles and batches on the device itself"):
-        quiet_fit(mlp(), DataLoader(ArrayDataset(x, y), 16))
+    streamed = quiet_fit(mlp(), DataLoader(ArrayDataset(x, y), 16))
+    assert all(np.isfinite(streamed[-1]["loss"]))
+    with pytest.raises(TypeError, match=r"fit: val_data must be .* received a DataLoader"):
+        quiet_fit(mlp(), (x, y), val_data=DataLoader(ArrayDataset(x, y), 16))
 
 
 @pytest.mark.parametrize("item", [lambda i: np.zeros((len(np.atleast_1d(i)), 3)),
@@ -203,9 +204,12 @@ def test_reusing_donated_params_says_so_without_a_runtime_log(capfd):
     assert "Buffer has been deleted" not in capfd.readouterr().err
     x, y = data()
     params = net.init(jax.random.key(0))
-    quiet_fit(net, (x, y), params=params)
+    first = quiet_fit(net, (x, y), params=params)    # fit trains copies: params live on
+    chex.assert_trees_all_equal(quiet_fit(net, (x, y), params=params)[0], first[0])
+    momentum_step = train.make_step(net, LOSS, optim.sgd(0.1, momentum=0.9))
+    momentum_step(first[0], first[1], batch, None)   # a step donates fit's results
     with pytest.raises(ValueError, match=r"fit: params holds arrays that were donated"):
-        quiet_fit(net, (x, y), params=params)
+        quiet_fit(net, (x, y), params=first[0])
 
 
 def test_an_optimiser_state_holding_the_params_trains_with_the_defaults():
