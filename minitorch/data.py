@@ -143,7 +143,7 @@ class DataLoader:
     def __iter__(self) -> Iterator[tuple]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         batches = self._batches(epoch)
-        return _prefetched(batches, self.prefetch) if self.prefetch else batches
+        return prefetched(batches, self.prefetch) if self.prefetch else batches
 
 
 def prefetch_to_device(batches: Any, size: int = 2, sharding: Any = None) -> Iterator[Any]:
@@ -155,10 +155,10 @@ def prefetch_to_device(batches: Any, size: int = 2, sharding: Any = None) -> Ite
             yield jax.device_put(batch) if sharding is None else jax.device_put(batch,
                                                                                  sharding)
 
-    return _prefetched(placed(), size) if size else placed()
+    return prefetched(placed(), size) if size else placed()
 
 
-def _prefetched(batches: Iterator[Any], size: int) -> Iterator[Any]:
+def prefetched(batches: Iterator[Any], size: int) -> Iterator[Any]:
     """Produce ``batches`` in a daemon thread, ``size`` ahead; re-raise its errors here.
 
     Abandoning the iterator (``break``, an exception, or dropping it) closes the generator,

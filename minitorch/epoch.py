@@ -20,13 +20,15 @@ telemetry a probing step records sits under ``metrics["telemetry"]`` (see
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from minitorch.data import num_examples, prefetch_to_device
+from minitorch.data import num_examples, prefetched
 from minitorch.errors import ArgumentError
 from minitorch.metrics import COUNTS
 from minitorch.nn.core import Array
@@ -305,55 +307,109 @@ def make_epoch_steps(update: Update, num_examples: int, batch_size: int, *,
 def make_streamed_epoch(update: Update, *, probe: Update | None = None,
                         probe_every: int | None = None,
                         on_step: Callable[[Any], None] | None = None,
-                        prefetch: int = 2) -> Epoch:
+                        prefetch: int = 2, chunk: int = 8) -> Epoch:
     """An epoch over batches streamed from the host (a ``DataLoader``, a Grain loader, any
-    iterable of ``(inputs, targets)`` pytrees): one dispatch of the jit'd ``update`` per
-    batch, each batch moved to the device ``prefetch`` batches ahead in a background
-    thread, so loading and transfer overlap the compute.
+    iterable of ``(inputs, targets)`` pytrees). Consecutive batches of one shape are stacked
+    ``chunk`` at a time and run as one compiled ``lax.scan`` (one dispatch per chunk, as an
+    in-memory epoch is one dispatch per epoch); a batch of another shape (the last, smaller
+    one) runs alone. Chunks are stacked and moved to the device ``prefetch`` ahead in a
+    background thread, so loading and transfer overlap the compute.
 
     Step ``i`` of epoch ``index`` draws its key as ``fold_in(fold_in(key, index), i)``
-    inside the compiled step (the loader fixes the order, from its seed and epoch), so a
-    resumed run equals an uninterrupted one. ``probe`` runs instead of ``update`` every
-    ``probe_every`` steps (default: the epoch's first step). The metrics are the steps'
-    means weighted by each batch's examples (:func:`weighted_means`).
+    inside the compiled program (the loader fixes the order, from its seed and epoch), so a
+    resumed run equals an uninterrupted one. With ``probe``, every step runs alone, the
+    probe every ``probe_every`` steps (default: the epoch's first step). The metrics are the
+    steps' means weighted by each batch's examples (:func:`weighted_means`).
 
     Returns:
       ``epoch(params, state, opt_state, batches, key, index) -> (params, state, opt_state,
       metrics)``, ``batches`` an iterable of the epoch's batches.
     """
+    def step_key(key, index, i):
+        return jax.random.fold_in(jax.random.fold_in(key, index), i)
+
     def keyed(fn: Update) -> Callable:
         def step(params, state, opt_state, batch, key, index, i):
-            return fn(params, state, opt_state, batch,
-                      jax.random.fold_in(jax.random.fold_in(key, index), i))
+            return fn(params, state, opt_state, batch, step_key(key, index, i))
 
         return jax.jit(step, donate_argnums=(0, 1, 2))
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def scanned(params, state, opt_state, stacked, key, index, first):
+        def body(carry, xs):
+            batch, i = xs
+            *carry, metrics = update(*carry, batch, step_key(key, index, i))
+            return tuple(carry), metrics
+
+        count = jax.tree.leaves(stacked)[0].shape[0]
+        carry, metrics = jax.lax.scan(body, (params, state, opt_state),
+                                      (stacked, first + jnp.arange(count)))
+        return (*carry, metrics)
 
     step = keyed(update)
     probe_step = None if probe is None else keyed(probe)
     every = probe_every or 0
 
     @jax.jit
-    def means(sizes, metrics, telemetry):
-        return weighted_means(sizes, _stacked(metrics), _stacked(telemetry))
+    def means(sizes, blocks, telemetry):
+        metrics = jax.tree.map(lambda *b: jnp.concatenate(b), *blocks)
+        return weighted_means(sizes, metrics, _stacked(telemetry))
 
     def epoch(params, state, opt_state, batches, key, index):
-        metrics, telemetry, sizes = [], [], []
-        for i, batch in enumerate(prefetch_to_device(batches, prefetch)):
-            probing = (i + 1) % every == 0 if every else i == 0
-            fn = probe_step if probing and probe_step is not None else step
-            params, state, opt_state, m = fn(params, state, opt_state, batch, key, index, i)
-            m, t = _split_telemetry(m)
-            metrics.append(m)
-            # the first batch checked leaf by leaf (the step has seen its structure since)
-            sizes.append(num_examples(batch, "fit: a streamed batch") if i == 0
-                         else len(jax.tree.leaves(batch)[0]))
-            if t:
-                telemetry.append(t)
+        blocks, telemetry, sizes, done = [], [], [], 0
+        staged = _staged(batches, 1 if probe is not None else chunk)
+        for count, size, tree in prefetched(staged, prefetch):
+            if count:  # a stack of `count` batches: one scan
+                params, state, opt_state, m = scanned(params, state, opt_state, tree, key,
+                                                      index, done)
+            else:
+                probing = (done + 1) % every == 0 if every else done == 0
+                fn = probe_step if probing and probe_step is not None else step
+                params, state, opt_state, m = fn(params, state, opt_state, tree, key, index,
+                                                 done)
+                m, t = _split_telemetry(m)
+                if t:
+                    telemetry.append(t)
+                m = jax.tree.map(lambda v: v[None], m)
+            steps = count or 1
+            blocks.append(m)
+            sizes += [size] * steps
+            done += steps
             if on_step is not None:
-                on_step(i + 1)
-        if not metrics:
+                on_step(done)
+        if not blocks:
             raise ArgumentError("fit: train_data yielded no batch this epoch (an exhausted "
                                 "iterator? pass a re-iterable such as a DataLoader)")
-        return params, state, opt_state, means(jnp.asarray(sizes), metrics, telemetry)
+        return params, state, opt_state, means(jnp.asarray(sizes), blocks, telemetry)
 
     return epoch
+
+
+def _staged(batches: Any, chunk: int) -> Any:
+    """``(count, batch size, tree)`` on the device: ``count`` consecutive batches of one
+    shape stacked leafwise, or ``count == 0`` for one batch alone; the first batch is
+    checked leaf by leaf."""
+    pending: list[Any] = []
+
+    def shapes(batch: Any) -> Any:
+        return jax.tree.structure(batch), [tuple(jnp.shape(a)) for a in jax.tree.leaves(batch)]
+
+    def stack(group: list[Any]) -> Any:
+        return jax.tree.map(lambda *a: (jnp.stack(a) if isinstance(a[0], jax.Array)
+                                        else np.stack(a)), *group)
+
+    for i, batch in enumerate(batches):
+        size = (num_examples(batch, "fit: a streamed batch") if i == 0
+                else len(jax.tree.leaves(batch)[0]))
+        if pending and shapes(batch) != shapes(pending[0]):
+            for alone in pending:  # a run shorter than a chunk: each batch alone
+                yield 0, len(jax.tree.leaves(alone)[0]), jax.device_put(alone)
+            pending = []
+        pending.append(batch)
+        if chunk > 1 and len(pending) == chunk:
+            yield chunk, size, jax.device_put(stack(pending))
+            pending = []
+        elif chunk == 1:
+            yield 0, size, jax.device_put(pending.pop())
+    for alone in pending:
+        yield 0, len(jax.tree.leaves(alone)[0]), jax.device_put(alone)

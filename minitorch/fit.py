@@ -82,8 +82,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         and batches them itself. Or, for data that does not fit there, a ``DataLoader``, a
         Grain loader or any re-iterable of ``(inputs, targets)`` batches: ``fit`` streams
         them, each epoch one pass (``set_epoch(epoch)`` is called when the loader has it,
-        so a resumed run sees the same order), batches moved to the device two ahead in a
-        background thread.
+        so a resumed run sees the same order), batches stacked 8 at a time and moved to the
+        device two stacks ahead in a background thread, each stack one compiled scan.
       epochs: the epoch to stop at (exclusive); with ``start_epoch`` a run resumes.
       batch_size: examples per step (arrays; a loader has its own).
       steps_per_epoch: with streamed data, the batches an epoch takes (needed for a
