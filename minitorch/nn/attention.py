@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from minitorch.errors import CacheError, DTypeError, KeyArgError, ShapeError
+from minitorch.errors import ArgumentError, CacheError, DTypeError, KeyArgError, ShapeError
 from minitorch.nn.checks import (
     check_cache,
     check_float,
@@ -60,11 +60,11 @@ class MultiHeadAttention(Layer):
 
     def __init__(self, embed_dim: int, num_heads: int, *, bias: bool = True,
                  dropout: float = 0.0, causal: bool = False, dtype: Any = jnp.float32):
-        owner = "MultiHeadAttention"
+        owner = name_of(self)
         embed_dim = positive_int(embed_dim, "embed_dim", owner)
         num_heads = positive_int(num_heads, "num_heads", owner)
         if embed_dim % num_heads:
-            raise ValueError(f"{owner}: embed_dim={embed_dim} must be divisible by "
+            raise ArgumentError(f"{owner}: embed_dim={embed_dim} must be divisible by "
                              f"num_heads={num_heads}")
         set_fields(self, embed_dim=embed_dim, num_heads=num_heads,
                    bias=flag(bias, "bias", owner),

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from minitorch.errors import ShapeError
+from minitorch.errors import ArgumentError, ShapeError
 from minitorch.nn import init as initializers
 from minitorch.nn.checks import check_float, check_key, check_params, check_shape
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
@@ -22,7 +22,7 @@ def _check_groups(owner: str, in_channels: Any, out_channels: Any,
     out_channels = positive_int(out_channels, "out_channels", owner)
     groups = positive_int(groups, "groups", owner)
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"{owner}: groups={groups} must divide in_channels={in_channels} "
+        raise ArgumentError(f"{owner}: groups={groups} must divide in_channels={in_channels} "
                          f"and out_channels={out_channels}")
     return in_channels, out_channels, groups
 
@@ -200,19 +200,19 @@ class ConvTranspose2D(Layer):
                  output_padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
                  groups: int = 1, bias: bool = True, init: Any = "he",
                  dtype: Any = jnp.float32, weight_init: Any = None):
-        owner = "ConvTranspose2D"
+        owner = type(self).__name__
         init = renamed_argument(owner, "init", init, "he", "weight_init", weight_init)
         in_channels, out_channels, groups = _check_groups(owner, in_channels, out_channels,
                                                           groups)
         kernel_size = as_pair(kernel_size, "kernel_size", owner)
         stride, dilation = as_pair(stride, "stride", owner), as_pair(dilation, "dilation", owner)
         if isinstance(padding, str) or isinstance(output_padding, str):
-            raise ValueError(f"{owner}: padding and output_padding must be ints or pairs, "
+            raise ArgumentError(f"{owner}: padding and output_padding must be ints or pairs, "
                              f"received {padding!r} and {output_padding!r}")
         pads = resolve_padding(padding, (1, 1), kernel_size, stride, dilation, owner)
         extra = resolve_padding(output_padding, (1, 1), kernel_size, stride, dilation, owner)
         if any(e >= max(s, d) for (e, _), s, d in zip(extra, stride, dilation)):
-            raise ValueError(f"{owner}: output_padding {output_padding!r} must be smaller than "
+            raise ArgumentError(f"{owner}: output_padding {output_padding!r} must be smaller than "
                              f"stride {stride} or dilation {dilation}")
         initializers.resolve(init, owner=owner)
         set_fields(self, in_channels=in_channels, out_channels=out_channels,

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 
+from minitorch.errors import ArgumentError
+
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
 NAMES = ("he", "xavier", "lecun", "normal", "zeros")
@@ -45,7 +47,7 @@ def resolve(init: str | Initializer, *, in_axis: int = -2, out_axis: int = -1,
         return initializers.normal(stddev=1.0)
     if init == "zeros":
         return _zeros
-    raise ValueError(f"{owner}: unknown initialiser {init!r}; use one of {NAMES} "
+    raise ArgumentError(f"{owner}: unknown initialiser {init!r}; use one of {NAMES} "
                      f"or a function (key, shape, dtype) -> array")
 
 
@@ -56,7 +58,7 @@ def make(init: Initializer, key: jax.Array, shape: tuple[int, ...], dtype: Any,
     dtype = jnp.dtype(dtype)  # layers keep the dtype's name; initialisers get the dtype
     value = jnp.asarray(init(key, shape, dtype), dtype)
     if value.shape != tuple(shape):
-        raise ValueError(f"{owner}: initialiser {init!r} returned shape {value.shape}, "
+        raise ArgumentError(f"{owner}: initialiser {init!r} returned shape {value.shape}, "
                          f"expected {tuple(shape)}")
     return value
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from minitorch.errors import ShapeError
+from minitorch.errors import ArgumentError, ShapeError
 from minitorch.nn.checks import check_float, check_key, check_params, check_shape, check_state
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, set_fields
 from minitorch.nn.precision import at_least_f32
@@ -143,7 +143,7 @@ class GroupNorm(Layer):
         groups = positive_int(num_groups, "num_groups", "GroupNorm")
         channels = positive_int(num_channels, "num_channels", "GroupNorm")
         if channels % groups:
-            raise ValueError(f"GroupNorm: num_groups={groups} must divide "
+            raise ArgumentError(f"GroupNorm: num_groups={groups} must divide "
                              f"num_channels={channels}")
         set_fields(self, num_groups=groups, num_channels=channels,
                    eps=real(eps, "eps", "GroupNorm", above=0),
@@ -176,7 +176,7 @@ def _normalized_shape(value: Any, owner: str) -> tuple[int, ...]:
     values = (value,) if is_int(value) else tuple(value) if isinstance(
         value, (tuple, list)) else None
     if not values:
-        raise ValueError(f"{owner}: normalized_shape must be a positive int or a non-empty "
+        raise ArgumentError(f"{owner}: normalized_shape must be a positive int or a non-empty "
                          f"tuple of them, received {value!r}")
     return tuple(positive_int(d, "normalized_shape", owner) for d in values)
 

@@ -11,6 +11,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 from jax import lax
 
+from minitorch.errors import ArgumentError
 from minitorch.nn.checks import check_float, check_params, check_shape
 from minitorch.nn.conv import check_window_fits
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
@@ -33,7 +34,7 @@ class _Pool(Layer):
         pads = resolve_padding(padding, (1,) * n, kernel_size, stride, (1,) * n, owner)
         too_wide = any(p > k // 2 for (p, _), k in zip(pads, kernel_size))
         if not isinstance(padding, str) and too_wide:
-            raise ValueError(f"{owner}: padding {padding!r} must be at most half the kernel "
+            raise ArgumentError(f"{owner}: padding {padding!r} must be at most half the kernel "
                              f"size {kernel_size}")
         set_fields(self, kernel_size=kernel_size, stride=stride, padding=padding)
 

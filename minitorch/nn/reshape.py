@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from minitorch.errors import ShapeError
+from minitorch.errors import ArgumentError, ShapeError
 from minitorch.nn.checks import check_params
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
 
@@ -50,7 +50,7 @@ class Reshape(Layer):
         shape = (shape, *more) if isinstance(shape, int) else tuple(shape) + more
         if (sum(d == -1 for d in shape) > 1
                 or not all(isinstance(d, int) and (d >= 1 or d == -1) for d in shape)):
-            raise ValueError(f"Reshape: shape must be positive ints with at most one -1, "
+            raise ArgumentError(f"Reshape: shape must be positive ints with at most one -1, "
                              f"received {shape!r}")
         set_fields(self, shape=shape)
 
