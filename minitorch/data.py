@@ -146,18 +146,6 @@ class DataLoader:
         return prefetched(batches, self.prefetch) if self.prefetch else batches
 
 
-def prefetch_to_device(batches: Any, size: int = 2, sharding: Any = None) -> Iterator[Any]:
-    """The pytrees of ``batches`` (any iterable) placed on the device (or on ``sharding``)
-    in a background thread, ``size`` ahead: host work (loading, decoding, transfer)
-    overlaps the compute of the batches before (double buffering with ``size=2``)."""
-    def placed() -> Iterator[Any]:
-        for batch in batches:
-            yield jax.device_put(batch) if sharding is None else jax.device_put(batch,
-                                                                                 sharding)
-
-    return prefetched(placed(), size) if size else placed()
-
-
 def prefetched(batches: Iterator[Any], size: int) -> Iterator[Any]:
     """Produce ``batches`` in a daemon thread, ``size`` ahead; re-raise its errors here.
 
