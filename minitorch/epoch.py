@@ -307,13 +307,16 @@ def make_epoch_steps(update: Update, num_examples: int, batch_size: int, *,
 def make_streamed_epoch(update: Update, *, probe: Update | None = None,
                         probe_every: int | None = None,
                         on_step: Callable[[Any], None] | None = None,
-                        prefetch: int = 2, chunk: int = 8) -> Epoch:
+                        prefetch: int = 2, chunk: int = 8,
+                        place: Placement | None = None) -> Epoch:
     """An epoch over batches streamed from the host (a ``DataLoader``, a Grain loader, any
     iterable of ``(inputs, targets)`` pytrees). Consecutive batches of one shape are stacked
     ``chunk`` at a time and run as one compiled ``lax.scan`` (one dispatch per chunk, as an
     in-memory epoch is one dispatch per epoch); a batch of another shape (the last, smaller
     one) runs alone. Chunks are stacked and moved to the device ``prefetch`` ahead in a
-    background thread, so loading and transfer overlap the compute.
+    background thread, so loading and transfer overlap the compute. ``place(tree,
+    batch_axis)`` puts them on the device (default: ``jax.device_put``; data parallel:
+    split over a mesh, :func:`minitorch.parallel.shard_batch`).
 
     Step ``i`` of epoch ``index`` draws its key as ``fold_in(fold_in(key, index), i)``
     inside the compiled program (the loader fixes the order, from its seed and epoch), so a
@@ -357,7 +360,7 @@ def make_streamed_epoch(update: Update, *, probe: Update | None = None,
 
     def epoch(params, state, opt_state, batches, key, index):
         blocks, telemetry, sizes, done = [], [], [], 0
-        staged = _staged(batches, 1 if probe is not None else chunk)
+        staged = _staged(batches, 1 if probe is not None else chunk, place or _device_put)
         for count, size, tree in prefetched(staged, prefetch):
             if count:  # a stack of `count` batches: one scan
                 params, state, opt_state, m = scanned(params, state, opt_state, tree, key,
@@ -385,10 +388,21 @@ def make_streamed_epoch(update: Update, *, probe: Update | None = None,
     return epoch
 
 
-def _staged(batches: Any, chunk: int) -> Any:
+class Placement(Protocol):
+    """``place(tree, batch_axis) -> tree`` on the device(s): a streamed batch
+    (``batch_axis=0``) or a stack of them (``batch_axis=1``)."""
+
+    def __call__(self, tree: Any, batch_axis: int, /) -> Any: ...
+
+
+def _device_put(tree: Any, batch_axis: int) -> Any:
+    return jax.device_put(tree)
+
+
+def _staged(batches: Any, chunk: int, place: Placement) -> Any:
     """``(count, batch size, tree)`` on the device: ``count`` consecutive batches of one
     shape stacked leafwise, or ``count == 0`` for one batch alone; the first batch is
-    checked leaf by leaf."""
+    checked leaf by leaf. The batch size is the placed (global) one."""
     pending: list[Any] = []
 
     def shapes(batch: Any) -> Any:
@@ -398,18 +412,22 @@ def _staged(batches: Any, chunk: int) -> Any:
         return jax.tree.map(lambda *a: (jnp.stack(a) if isinstance(a[0], jax.Array)
                                         else np.stack(a)), *group)
 
+    def staged(count: int, tree: Any) -> tuple[int, int, Any]:
+        placed = place(tree, 1 if count else 0)
+        return count, jax.tree.leaves(placed)[0].shape[1 if count else 0], placed
+
     for i, batch in enumerate(batches):
-        size = (num_examples(batch, "fit: a streamed batch") if i == 0
-                else len(jax.tree.leaves(batch)[0]))
+        if i == 0:
+            num_examples(batch, "fit: a streamed batch")
         if pending and shapes(batch) != shapes(pending[0]):
             for alone in pending:  # a run shorter than a chunk: each batch alone
-                yield 0, len(jax.tree.leaves(alone)[0]), jax.device_put(alone)
+                yield staged(0, alone)
             pending = []
         pending.append(batch)
         if chunk > 1 and len(pending) == chunk:
-            yield chunk, size, jax.device_put(stack(pending))
+            yield staged(chunk, stack(pending))
             pending = []
         elif chunk == 1:
-            yield 0, size, jax.device_put(pending.pop())
+            yield staged(0, pending.pop())
     for alone in pending:
-        yield 0, len(jax.tree.leaves(alone)[0]), jax.device_put(alone)
+        yield staged(0, alone)

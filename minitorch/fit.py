@@ -29,12 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from minitorch import metrics as metric_fns
-from minitorch import train
+from minitorch import parallel, train
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.data import ArrayDataset, DataLoader, num_examples
-from minitorch.epoch import EpochPlan, make_epoch, make_epoch_steps, make_streamed_epoch
+from minitorch.epoch import EpochPlan, Placement, make_epoch, make_epoch_steps, make_streamed_epoch
 from minitorch.errors import ArgumentError, check_int
 from minitorch.metrics import MetricLike
 from minitorch.nn.core import Layer, Params, State
@@ -65,7 +66,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         telemetry: bool = False, telemetry_every: int | None = None,
         loop: str = "auto", strict_resume: bool = True, frozen: Sequence[str] = (),
         metrics: Mapping[str, MetricLike] | None = None,
-        steps_per_epoch: int | None = None) -> tuple:
+        steps_per_epoch: int | None = None, mesh: Mesh | None = None) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -128,6 +129,16 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         computed inside the compiled epoch by a telemetry step that replaces the plain
         step every ``telemetry_every`` steps (default: once per epoch, the last full
         batch) and averaged over the steps that ran it.
+      mesh: train data parallel over the mesh's first axis (``parallel.data_mesh()``):
+        params, state and optimiser state are replicated, every batch is split along its
+        examples over the axis inside the step, and XLA averages the gradients. Arrays are
+        placed whole on every device; streamed batches are placed split
+        (:func:`minitorch.parallel.shard_batch`; a last batch that does not split evenly,
+        replicated). With several processes (``jax.distributed``), the mesh spans them all
+        and each process's loader yields only its own share of every batch (the rows of
+        its devices), assembled into the global batch with
+        ``jax.make_array_from_process_local_data``; arrays must then be the same in every
+        process.
       loop: ``"scan"`` (the epoch is one ``lax.scan``), ``"steps"`` (one dispatch per
         step) or ``"auto"``: scan, unless one of the net's layers says it runs slower
         inside a loop (``Layer.scans_well()``: a grouped ``Conv2D`` on the CPU).
@@ -148,7 +159,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         x, y, count = _examples(train_data, "train_data")
         size = _check_batch_size(batch_size, count)
         plan = EpochPlan(count, size, shuffle, drop_last, telemetry_every)
-        data: Any = jax.tree.map(jnp.asarray, (x, y))
+        data: Any = (jax.tree.map(jnp.asarray, (x, y)) if mesh is None
+                     else parallel.replicate_on(mesh, (x, y)))
         described: tuple[int | None, int | None] = (size, count)
     else:
         plan = data = dataclasses.replace(stream, probe_every=telemetry_every)
@@ -157,6 +169,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
            "shuffle": bool(shuffle), "drop_last": bool(drop_last),
            "net": _describe(net, loss), "frozen": list(frozen)}
     start = _start(net, optimizer, seed, (params, state, opt_state), start_epoch, history)
+    if mesh is not None:
+        start = dataclasses.replace(start, trees=parallel.replicate_on(mesh, start.trees))
     if checkpoint is not None:
         resumed = _resume(checkpoint, start.trees, run, callbacks, strict_resume)
         start = resumed or start
@@ -164,7 +178,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         bar = Progress(progress, (epochs - start.epoch) * plan.steps, plan.steps)
         try:
             epoch_fn = _epoch_runner(net, loss, optimizer, plan, loop, telemetry, bar,
-                                     tuple(frozen), user_metrics)
+                                     tuple(frozen), user_metrics, mesh)
             checks = _Checks(net, loss, val_data, callbacks, checkpoint, run, user_metrics)
             start = _train(epoch_fn, start, range(start.epoch, epochs), data, seed, checks,
                            bar)
@@ -223,15 +237,18 @@ def _start(net: Any, optimizer: optax.GradientTransformation, seed: int, given: 
 
 def _epoch_runner(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformation,
                   plan: EpochPlan | _Stream, loop: str, telemetry: bool, bar: Progress,
-                  frozen: tuple[str, ...], metrics: dict) -> Callable:
+                  frozen: tuple[str, ...], metrics: dict, mesh: Mesh | None) -> Callable:
     """``run(params, state, opt_state, data, key, index) -> (..., metrics)`` for one epoch,
-    as a scan or as steps over arrays, or streamed, reporting to ``bar``."""
-    update = train.make_update(net, loss, optimizer, frozen=frozen, metrics=metrics)
-    probe = (train.make_update(net, loss, optimizer, telemetry=True, frozen=frozen,
-                               metrics=metrics) if telemetry else None)
+    as a scan or as steps over arrays, or streamed, reporting to ``bar``; data parallel
+    over ``mesh`` when given."""
+    update = _split_batches(train.make_update(net, loss, optimizer, frozen=frozen,
+                                              metrics=metrics), mesh)
+    probe = (_split_batches(train.make_update(net, loss, optimizer, telemetry=True,
+                                              frozen=frozen, metrics=metrics), mesh)
+             if telemetry else None)
     if isinstance(plan, _Stream):
         streamed = make_streamed_epoch(update, probe=probe, probe_every=plan.probe_every,
-                                       on_step=bar.on_step)
+                                       on_step=bar.on_step, place=_placement(mesh))
         return lambda params, state, opt_state, stream, key, index: streamed(
             params, state, opt_state, stream.batches(index), key, index)
     if loop == "steps" or (loop == "auto" and net is not None and not net.scans_well()):
@@ -251,6 +268,37 @@ def _epoch_runner(net: Layer | None, loss: Callable, optimizer: optax.GradientTr
         return epoch(params, state, opt_state, data, key, index, report=bar.live)
 
     return run
+
+
+def _split_batches(update: train.Update, mesh: Mesh | None) -> train.Update:
+    """``update`` with its batch split along the examples over ``mesh``'s first axis (a
+    sharding constraint: XLA partitions the step and all-reduces the gradients)."""
+    if mesh is None:
+        return update
+    split = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+
+    def data_parallel(params: Any, state: Any, opt_state: Any, batch: Any, key: Any) -> Any:
+        batch = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, split), batch)
+        return update(params, state, opt_state, batch, key)
+
+    return data_parallel
+
+
+def _placement(mesh: Mesh | None) -> Placement | None:
+    """How streamed batches reach a mesh: split over its first axis, or, for a batch
+    that does not split evenly in one process (a last, smaller one), whole on every device
+    (the step's constraint splits it)."""
+    if mesh is None:
+        return None
+    devices = mesh.shape[mesh.axis_names[0]]
+
+    def place(tree: Any, batch_axis: int) -> Any:
+        rows = jax.tree.leaves(tree)[0].shape[batch_axis]
+        if rows % devices and jax.process_count() == 1:
+            return parallel.replicate_on(mesh, tree)
+        return parallel.shard_batch(mesh, tree, batch_axis=batch_axis)
+
+    return place
 
 
 def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,

@@ -85,15 +85,35 @@ def data_mesh(axis_name: str = DATA_AXIS, devices: Any = None) -> Mesh:
     return Mesh(np.asarray(devices), (axis_name,))
 
 
-def shard_batch(mesh: Mesh, batch: Any, axis_name: str | None = None) -> Any:
-    """Place a batch split along its first axis over ``mesh``.
+def shard_batch(mesh: Mesh, batch: Any, axis_name: str | None = None, *,
+                batch_axis: int = 0) -> Any:
+    """Place a batch split along its examples axis over ``mesh``.
 
     In one process ``batch`` is the global batch. With several processes each passes its
     own local part (the rows its devices should see) and gets back the global array, of
     ``process_count`` times as many rows.
+
+    Args:
+      mesh: the mesh; the batch is split over ``axis_name`` (default: its first axis) and
+        replicated over the others.
+      batch: a pytree of arrays sharing the examples axis.
+      batch_axis: the examples axis of every leaf: 0, or 1 for a stack of batches
+        ``(steps, N, ...)`` (as ``fit`` streams them).
+
+    Raises:
+      ArgumentError: when the examples do not split evenly over the axis.
     """
     axis = mesh.axis_names[0] if axis_name is None else axis_name
-    sharding = NamedSharding(mesh, PartitionSpec(axis))
+    sharding = NamedSharding(mesh, PartitionSpec(*[None] * batch_axis, axis))
+    devices = _axis_size(mesh, axis, "axis_name", "shard_batch")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(batch)[0]:
+        rows = np.shape(leaf)[batch_axis] * jax.process_count()
+        if rows % devices:
+            raise ArgumentError(
+                f"shard_batch: batch{jax.tree_util.keystr(path)} has {rows} examples (axis "
+                f"{batch_axis}{', over all processes' if jax.process_count() > 1 else ''}), "
+                f"which do not split over the mesh axis {axis!r} of {devices} devices; use "
+                f"a batch size divisible by {devices}")
     if jax.process_count() == 1:
         return jax.device_put(batch, sharding)
     return jax.tree.map(
@@ -138,11 +158,12 @@ def make_mesh(*, devices: Any = None, **axes: int) -> Mesh:
     return Mesh(grid, tuple(axes), axis_types=(AxisType.Auto,) * len(axes))
 
 
-def _axis_size(mesh: Mesh, name: str | None, argument: str) -> int:
+def _axis_size(mesh: Mesh, name: str | None, argument: str,
+               where: str = "param_shardings") -> int:
     if name is None:
         return 1
     if name not in mesh.shape:
-        raise ArgumentError(f"param_shardings: {argument}={name!r} is not an axis of the mesh; "
+        raise ArgumentError(f"{where}: {argument}={name!r} is not an axis of the mesh; "
                             f"its axes are {list(mesh.axis_names)}")
     return mesh.shape[name]
 

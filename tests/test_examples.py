@@ -18,7 +18,8 @@ CASES = [
     # Split the host CPU into devices and use CPU collectives: CPU-only by construction.
     pytest.param("data_parallel.py", "data parallel: test accuracy", marks=pytest.mark.cpu_only),
     pytest.param("multihost.py", "params identical on all: yes; FSDP equal to one device, "
-                 "checkpoint restored onto its shardings: yes", marks=pytest.mark.cpu_only),
+                 "checkpoint restored onto its shardings: yes; each process streaming its "
+                 "share equal to one device: yes", marks=pytest.mark.cpu_only),
     ("spirals.py", "spirals: training accuracy"),
     ("digits_insight.py", "digits insight: test accuracy"),
     ("resnet_digits.py", "resnet digits: test accuracy"),

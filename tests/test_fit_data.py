@@ -297,6 +297,54 @@ def test_a_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
     assert history["loss"] == whole_history["loss"]
 
 
+@pytest.mark.cpu_only
+@pytest.mark.parametrize("streamed", [False, True], ids=["arrays", "loader"])
+def test_fit_over_a_mesh_splits_every_batch_and_equals_one_device(streamed):
+    """44 examples in batches of 16 on 8 devices: the last batch of 12 does not split
+    evenly (placed whole, split by the step's constraint)."""
+    from minitorch import parallel
+    from minitorch.data import ArrayDataset, DataLoader
+
+    x, y = stream_data(44)
+    net = nn.Net([nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3)])
+    mesh = parallel.data_mesh()
+    seen = []
+
+    def objective(params, batch, key):
+        inputs, labels = batch
+        jax.debug.inspect_array_sharding(inputs, callback=seen.append)
+        return losses.softmax_cross_entropy(net.apply(params, inputs, key=key), labels)
+
+    def run(mesh):
+        data = DataLoader(ArrayDataset(x, y), 16, shuffle=True, seed=2) if streamed else (x, y)
+        return fit(None, objective, optim.sgd(0.1, momentum=0.9), data, epochs=3,
+                   batch_size=None if streamed else 16, params=net.init(jax.random.key(0)),
+                   progress=False, mesh=mesh)
+
+    one, _, one_history = run(None)
+    seen.clear()
+    many, opt_state, history = run(mesh)
+    assert seen and all(s.spec == jax.sharding.PartitionSpec("data") for s in seen), seen
+    for got, want in zip(jax.tree.leaves(many), jax.tree.leaves(one)):
+        assert got.sharding.is_fully_replicated and len(got.sharding.device_set) == 8
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history["loss"], one_history["loss"], rtol=1e-5)
+
+
+@pytest.mark.cpu_only
+def test_shard_batch_says_when_a_batch_does_not_split():
+    from minitorch import parallel
+
+    mesh = parallel.data_mesh()
+    batch = {"x": np.zeros((3, 12, 2), np.float32)}
+    placed = parallel.shard_batch(mesh, {"x": np.zeros((3, 16, 2), np.float32)}, batch_axis=1)
+    assert placed["x"].sharding.spec == jax.sharding.PartitionSpec(None, "data")
+    with pytest.raises(ArgumentError, match=r"shard_batch: batch\['x'\] has 12 examples "
+                                            r"\(axis 1\), which do not split over the mesh "
+                                            r"axis 'data' of 8 devices"):
+        parallel.shard_batch(mesh, batch, batch_axis=1)
+
+
 MEMMAP_SCRIPT = r"""
 import resource, sys
 import numpy as np
