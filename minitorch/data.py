@@ -146,6 +146,43 @@ class DataLoader:
         return prefetched(batches, self.prefetch) if self.prefetch else batches
 
 
+class Epochs:
+    """A re-iterable whose epoch ``e`` is the batches of ``make(e)``: any pipeline (a Grain
+    ``MapDataset``, a generator function) with an order drawn per epoch, so that
+    ``fit`` (which calls ``set_epoch``) streams a new order every epoch and a resumed run
+    sees the same orders as an uninterrupted one.
+
+    Example::
+
+      import grain
+      rows = grain.MapDataset.source(ArrayDataset(x, y))
+      batches = Epochs(lambda epoch: rows.shuffle(seed=epoch).batch(32))
+      params, opt_state, history = fit(net, loss, opt, batches, epochs=10)
+
+    Args:
+      make: ``make(epoch) -> iterable of batches``, called once per epoch.
+    """
+
+    def __init__(self, make: Any):
+        if not callable(make):
+            raise ArgumentError(f"Epochs: make must be a function of the epoch returning "
+                                f"its batches, received {type(make).__name__}")
+        self.make = make
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next ``iter`` yields ``make(epoch)``'s batches."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Batches in an epoch (when ``make``'s result has a length)."""
+        return len(self.make(self.epoch))
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return iter(self.make(epoch))
+
+
 def prefetched(batches: Iterator[Any], size: int) -> Iterator[Any]:
     """Produce ``batches`` in a daemon thread, ``size`` ahead; re-raise its errors here.
 

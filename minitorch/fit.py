@@ -460,7 +460,10 @@ class _Stream:
         """Steps per epoch, or 0 when the source does not say."""
         if self.steps_per_epoch is not None:
             return self.steps_per_epoch
-        return len(self.source) if hasattr(self.source, "__len__") else 0
+        try:
+            return len(self.source)
+        except TypeError:  # no length (Epochs over a generator)
+            return 0
 
     def batches(self, epoch: int) -> Any:
         """Epoch ``epoch``'s batches (the loader told which epoch, when it can be)."""

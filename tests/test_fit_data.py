@@ -297,6 +297,55 @@ def test_a_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
     assert history["loss"] == whole_history["loss"]
 
 
+def test_a_grain_pipeline_streams_a_new_order_each_epoch_and_resumes_exactly(tmp_path):
+    grain = pytest.importorskip("grain")
+    from minitorch.checkpoint import CheckpointManager
+    from minitorch.data import ArrayDataset, Epochs
+
+    rows = grain.MapDataset.source(ArrayDataset(*stream_data()))
+    batches = Epochs(lambda epoch: rows.shuffle(seed=epoch).batch(16))
+    net = nn.Net([nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3)])
+    opt = optim.sgd(0.1, momentum=0.9)
+    p0 = net.init(jax.random.key(0))
+    args = (net, losses.softmax_cross_entropy, opt, batches)
+    params, _, history = fit(*args, epochs=3, params=p0, progress=False)
+    assert len(history["loss"]) == 3
+
+    orders = [np.concatenate([b[1] for b in rows.shuffle(seed=e).batch(16)]) for e in (0, 1)]
+    assert not np.array_equal(orders[0], orders[1])  # a new order each epoch
+    step = train.make_step(net, losses.softmax_cross_entropy, opt, donate=False)
+    keys = jax.random.split(jax.random.key(0))[1]  # fit's epoch keys: seed 0's second half
+    want, state = p0, opt.init(p0)
+    for epoch in range(3):
+        for i, (x, y) in enumerate(rows.shuffle(seed=epoch).batch(16)):
+            key = jax.random.fold_in(jax.random.fold_in(keys, epoch), i)
+            want, state, _ = step(want, state, (x, y), key)
+    for got, expected in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+    fit(*args, epochs=1, params=p0, progress=False, checkpoint=CheckpointManager(tmp_path))
+    resumed, _, _ = fit(*args, epochs=3, params=p0, progress=False,
+                        checkpoint=CheckpointManager(tmp_path))
+    for got, expected in zip(jax.tree.leaves(resumed), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_plain_grain_map_dataset_is_a_re_iterable():
+    grain = pytest.importorskip("grain")
+    from minitorch.data import ArrayDataset
+
+    x, y = stream_data()
+    batches = grain.MapDataset.source(ArrayDataset(x, y)).batch(10)
+    net = nn.Net([nn.Linear(4, 3)])
+    p0 = net.init(jax.random.key(0))
+    got, _, _ = fit(net, losses.softmax_cross_entropy, optim.sgd(0.1), batches, epochs=2,
+                    params=p0, progress=False)
+    listed, _, _ = fit(net, losses.softmax_cross_entropy, optim.sgd(0.1),
+                       [(x[i:i + 10], y[i:i + 10]) for i in range(0, 40, 10)], epochs=2,
+                       params=p0, progress=False)
+    np.testing.assert_array_equal(got[0]["W"], listed[0]["W"])
+
+
 @pytest.mark.cpu_only
 @pytest.mark.parametrize("streamed", [False, True], ids=["arrays", "loader"])
 def test_fit_over_a_mesh_splits_every_batch_and_equals_one_device(streamed):
@@ -343,6 +392,62 @@ def test_shard_batch_says_when_a_batch_does_not_split():
                                             r"\(axis 1\), which do not split over the mesh "
                                             r"axis 'data' of 8 devices"):
         parallel.shard_batch(mesh, batch, batch_axis=1)
+
+
+KILLED_SCRIPT = r"""
+import os, signal, sys
+import numpy as np
+import jax
+from minitorch import losses, nn, optim
+from minitorch.checkpoint import CheckpointManager
+from minitorch.data import ArrayDataset, DataLoader
+from minitorch.fit import fit
+
+directory, kill_at = sys.argv[1], int(sys.argv[2])
+
+class Rows(ArrayDataset):
+    reads = 0
+    def __getitem__(self, index):
+        Rows.reads += 1
+        if Rows.reads == kill_at:  # SIGKILL mid-epoch: no handler, no cleanup
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__getitem__(index)
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(60, 4)).astype(np.float32)
+y = rng.integers(0, 3, 60).astype(np.int32)
+net = nn.Net([nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3)])
+params, _, history = fit(net, losses.softmax_cross_entropy, optim.sgd(0.1, momentum=0.9),
+                         DataLoader(Rows(x, y), 8, shuffle=True, seed=1, prefetch=2),
+                         epochs=4, seed=4, progress=False,
+                         checkpoint=CheckpointManager(directory))
+np.savez(directory + "/result.npz", *jax.tree.leaves(params), loss=history["loss"])
+"""
+
+
+def test_a_streamed_run_killed_mid_epoch_resumes_to_the_same_bits(tmp_path):
+    """A process training from a DataLoader is SIGKILLed in its third epoch (the loader's
+    20th of 8 batches an epoch); a new process resumes from the last complete checkpoint
+    and ends with the params and losses of a run that was never stopped."""
+    import subprocess
+
+    def run(directory, kill_at=0):
+        return subprocess.run([sys.executable, "-c", KILLED_SCRIPT, str(directory),
+                               str(kill_at)], capture_output=True, text=True, timeout=300)
+
+    killed = run(tmp_path / "resumed", kill_at=20)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "resumed" / "result.npz").exists()
+    from minitorch.checkpoint import CheckpointManager
+    assert CheckpointManager(tmp_path / "resumed").latest_step() == 1  # epochs 0 and 1 done
+    for directory in (tmp_path / "resumed", tmp_path / "whole"):
+        done = run(directory)
+        assert done.returncode == 0, done.stderr[-3000:]
+    resumed = np.load(tmp_path / "resumed" / "result.npz")
+    whole = np.load(tmp_path / "whole" / "result.npz")
+    assert sorted(resumed.files) == sorted(whole.files)
+    for name in whole.files:
+        np.testing.assert_array_equal(resumed[name], whole[name])
 
 
 MEMMAP_SCRIPT = r"""
