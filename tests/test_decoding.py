@@ -224,6 +224,46 @@ class GenerateTest(parameterized.TestCase):
         np.testing.assert_array_equal(got, argmax_by_recompute(model, params, prompt,
                                                                LENGTH - 2))
 
+    def test_a_decoder_with_cross_attention_takes_its_memory_at_every_step(self):
+        class CrossBlock(nn.Composite):
+            attn: nn.Layer
+            cross: nn.Layer
+
+            def forward(self, call, x, *, memory, memory_mask):
+                x = x + call("attn", x)
+                return x + call("cross", (x, memory), mask=memory_mask)
+
+        class Decoder(nn.Composite):
+            tokens: nn.Layer
+            positions: nn.Layer
+            block: nn.Layer
+            head: nn.Layer
+
+            def forward(self, call, ids, *, memory, memory_mask):
+                x = call("tokens", ids) + call("positions",
+                                               call.offset + jnp.arange(ids.shape[1]))
+                return call("head", call("block", x, memory=memory, memory_mask=memory_mask))
+
+        model = Decoder(nn.Embedding(VOCAB, WIDTH), nn.Embedding(LENGTH, WIDTH),
+                        CrossBlock(nn.MultiHeadAttention(WIDTH, 2, causal=True),
+                                   nn.MultiHeadAttention(WIDTH, 2)), nn.Linear(WIDTH, VOCAB))
+        params = model.init(jax.random.key(2))
+        memory = jax.random.normal(jax.random.key(3), (3, 5, WIDTH))
+        memory_mask = jnp.arange(5)[None] < jnp.asarray([[5], [2], [1]])  # padded sources
+        prompt = ids(n=3, length=1, seed=2)
+        got = nn.generate(model, params, prompt, LENGTH - 1, memory=memory,
+                          memory_mask=memory_mask)
+        x = prompt
+        for _ in range(LENGTH - 1):  # argmax by recompute, the memory given every time
+            logits = model.apply(params, x, memory=memory, memory_mask=memory_mask)
+            x = jnp.concatenate([x, jnp.argmax(logits[:, -1], -1).astype(x.dtype)[:, None]], 1)
+        np.testing.assert_array_equal(got, x)
+        other = nn.generate(model, params, prompt, LENGTH - 1, memory=-memory,
+                            memory_mask=memory_mask)
+        self.assertFalse(bool(jnp.all(other == got)))  # the memory is read, not ignored
+        with pytest.raises(KeywordError, match="memry"):
+            nn.generate(model, params, prompt, 2, memry=memory, memory_mask=memory_mask)
+
     def test_sampling_is_seeded_and_top_k_restricts(self):
         model = lm()
         params = model.init(jax.random.key(4))

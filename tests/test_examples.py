@@ -27,6 +27,8 @@ CASES = [
     ("char_transformer.py", "char transformer: validation"),
     ("char_lstm.py", "char LSTM: validation"),
     ("vit_digits.py", "ViT digits: test accuracy"),
+    ("seq2seq_dates.py", "seq2seq dates: exact match"),
+    ("streamed_digits.py", "streamed digits: test accuracy"),
 ]
 GENERATE = {"char_transformer.py", "char_lstm.py"}  # print 8 names drawn with nn.generate
 WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they save PNGs

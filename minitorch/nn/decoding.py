@@ -30,7 +30,7 @@ from minitorch.validate import positive_int, real
 
 def generate(model: Layer, params: Params, prompt: Array, max_new_tokens: int, *,
              key: PRNGKey | None = None, temperature: float = 0.0,
-             top_k: int | None = None) -> Array:
+             top_k: int | None = None, **inputs: Any) -> Array:
     """Continue ``prompt`` by ``max_new_tokens`` ids, each from the model's logits for the
     last position, reusing the cache (one compiled loop, not retraced for a second call of
     the same shapes, model and ``top_k``).
@@ -47,6 +47,9 @@ def generate(model: Layer, params: Params, prompt: Array, max_new_tokens: int, *
         the argmax after recomputing the whole sequence at every step); above 0, ids are
         drawn from ``softmax(logits / temperature)``.
       top_k: when given, sampling is restricted to the ``top_k`` most likely ids.
+      **inputs: keywords the model takes besides the ids, the same at every step: an
+        encoder-decoder's decoder gets its encoded source and the source's padding mask
+        (``memory=(N, S, E)``, ``memory_mask=(N, S)``; see examples/seq2seq_dates.py).
 
     Returns:
       ``(N, P + max_new_tokens)`` ids, the prompt first.
@@ -67,16 +70,17 @@ def generate(model: Layer, params: Params, prompt: Array, max_new_tokens: int, *
     if not jnp.issubdtype(dtype, jnp.integer):
         raise DTypeError(owner, f"expected integer prompt ids, received {dtype}")
     if temperature == 0.0:  # greedy: draws nothing
-        return _generate(model, params, prompt, None, None, steps=steps, top_k=None)
+        return _generate(model, params, prompt, None, None, inputs, steps=steps, top_k=None)
     if key is None:
         raise KeyArgError(owner, f"temperature={temperature} samples: pass key=...")
     check_key(model, key)
-    return _generate(model, params, prompt, key, temperature, steps=steps, top_k=top_k)
+    return _generate(model, params, prompt, key, temperature, inputs, steps=steps, top_k=top_k)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "steps", "top_k"))
 def _generate(model: Layer, params: Params, prompt: Array, key: PRNGKey | None,
-              temperature: Any, *, steps: int, top_k: int | None) -> Array:
+              temperature: Any, inputs: dict[str, Any], *, steps: int, top_k: int | None
+              ) -> Array:
     n, length = prompt.shape
     keys = None if key is None else jax.random.split(key, steps)
 
@@ -92,7 +96,7 @@ def _generate(model: Layer, params: Params, prompt: Array, key: PRNGKey | None,
     def forward(ids: Array, cache: Any) -> tuple[Array, Any]:
         # run, the one internal convention: any layer, even a leaf without a cache argument
         logits, _, cache = model.run(params, model.init_state(), ids, cache=cache,
-                                     offset=cache_offset(cache))
+                                     offset=cache_offset(cache), **inputs)
         return logits, cache
 
     logits, cache = forward(prompt, model.init_cache(n, length + steps))
