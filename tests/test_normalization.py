@@ -68,7 +68,8 @@ class BatchNormTest(chex.TestCase):
     def test_train_mode_matches_numpy(self, *shape):
         layer = nn.BatchNorm(3, momentum=0.2)
         params = {"scale": jnp.array([1.0, 2.0, -0.5]), "bias": jnp.array([0.0, 1.0, 3.0])}
-        state = {"mean": jnp.array([0.5, 0.0, -1.0]), "var": jnp.array([1.0, 2.0, 0.5])}
+        state = {"mean": jnp.array([0.5, 0.0, -1.0]), "var": jnp.array([1.0, 2.0, 0.5]),
+                 "num_batches_tracked": jnp.asarray(5, jnp.int32)}
         x = np.random.default_rng(0).normal(1.0, 2.0, size=shape)
         y, new = self.variant(lambda p, x, s: layer.apply(p, x, state=s, train=True))(
             params, x.astype(np.float32), state)
@@ -78,12 +79,15 @@ class BatchNormTest(chex.TestCase):
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(new["var"], 0.8 * np.asarray(state["var"]) + 0.2 * var,
                                    rtol=1e-5, atol=1e-6)
+        self.assertEqual(int(new["num_batches_tracked"]), 6)  # one more batch, as PyTorch
+        self.assertEqual(new["num_batches_tracked"].dtype, jnp.int32)
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_eval_mode_uses_running_stats_and_keeps_state(self):
         layer = nn.BatchNorm(2)
         params = {"scale": jnp.array([2.0, 1.0]), "bias": jnp.array([0.0, -1.0])}
-        state = {"mean": jnp.array([1.0, -1.0]), "var": jnp.array([4.0, 0.25])}
+        state = {"mean": jnp.array([1.0, -1.0]), "var": jnp.array([4.0, 0.25]),
+                 "num_batches_tracked": jnp.asarray(3, jnp.int32)}
         x = np.random.default_rng(1).normal(size=(3, 2, 4)).astype(np.float32)
         y, new = self.variant(lambda p, x, s: layer.apply(p, x, state=s))(params, x, state)
         expected = ((x - np.array([1.0, -1.0])[:, None]) / np.sqrt(np.array([4.0, 0.25]) + 1e-5)
@@ -105,6 +109,7 @@ class BatchNormTest(chex.TestCase):
             np.testing.assert_allclose(y, module(torch.tensor(x)).detach().numpy(), atol=1e-5)
         np.testing.assert_allclose(state["mean"], module.running_mean.numpy(), rtol=1e-5)
         np.testing.assert_allclose(state["var"], module.running_var.numpy(), rtol=1e-5)
+        self.assertEqual(int(state["num_batches_tracked"]), int(module.num_batches_tracked))
         module.eval()
         x = rng.normal(size=shape).astype(np.float32)
         y, _ = layer.apply(params, x, state=state)
@@ -124,7 +129,7 @@ class BatchNormTest(chex.TestCase):
         params = net.init(jax.random.key(0))
         self.assertEqual(sorted(params[1]), ["bias", "scale"])
         self.assertEqual(jax.tree.map(jnp.shape, net.init_state()),
-                         [{}, {"mean": (4,), "var": (4,)}, {}])
+                         [{}, {"mean": (4,), "var": (4,), "num_batches_tracked": ()}, {}])
 
     @pytest.mark.cpu_only  # 8 virtual CPU devices
     def test_pmap_statistics_are_those_of_the_global_batch(self):

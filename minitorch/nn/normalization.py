@@ -199,8 +199,9 @@ class BatchNorm(Layer):
       dtype: dtype of the params and state (float32 by default).
 
     Params: ``scale (C,)`` (ones), ``bias (C,)`` (zeros).
-    State: ``mean (C,)`` (zeros), ``var (C,)`` (ones); kept apart from params, so gradients
-    and optimisers never touch it.
+    State: ``mean (C,)`` (zeros), ``var (C,)`` (ones) and ``num_batches_tracked ()`` (int32
+    zero, one more per training call, as PyTorch counts); kept apart from params, so
+    gradients and optimisers never touch it.
     Shapes: ``x (N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` -> ``y`` of the same shape;
     ``apply`` returns ``(y, new_state)``.
     """
@@ -226,7 +227,8 @@ class BatchNorm(Layer):
 
     def init_state(self) -> State:
         return {"mean": jnp.zeros((self.num_features,), self.dtype),
-                "var": jnp.ones((self.num_features,), self.dtype)}
+                "var": jnp.ones((self.num_features,), self.dtype),
+                "num_batches_tracked": jnp.zeros((), jnp.int32)}
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False, state: State = None) -> tuple[Array, State]:
@@ -247,6 +249,7 @@ class BatchNorm(Layer):
             new_state = {
                 "mean": (1 - self.momentum) * state["mean"] + self.momentum * mean,
                 "var": (1 - self.momentum) * state["var"] + self.momentum * unbiased,
+                "num_batches_tracked": state["num_batches_tracked"] + 1,
             }
             new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
         else:

@@ -28,8 +28,9 @@ Tap = Callable[[str, Any], None]  # receives (sub-layer path, its output) at tra
 
 def join(prefix: str, name: str | None) -> str:
     """``prefix`` and a child's ``name`` as one path; a None name (a wrapper's single
-    child) adds nothing: ``join("2", "attn") == "2.attn"``, ``join("", "0") == "0"``."""
-    if name is None:
+    child) or an empty one (the path of a tree that is one array) adds nothing:
+    ``join("2", "attn") == "2.attn"``, ``join("", "0") == "0"``."""
+    if not name:
         return prefix
     return f"{prefix}.{name}" if prefix else name
 
