@@ -3,11 +3,20 @@
 A checkpoint is one `safetensors <https://huggingface.co/docs/safetensors>`_ file: an
 8-byte little-endian header length, a JSON header naming every tensor's dtype, shape and
 byte range, then the raw little-endian bytes. Each leaf of a pytree is stored under its
-path (``['params'][0]['W']``). The header's ``__metadata__`` holds one JSON record under
-``"minitorch"``::
+dotted path, the one path scheme of :mod:`minitorch.nn.paths` (``params.2.attn.q.W``,
+``opt_state.0.trace.2.attn.q.W``), so any safetensors reader lists names a person can
+read. The header's ``__metadata__`` holds one JSON record under ``"minitorch"``::
 
-    {"format": 2, "order": [leaf paths in tree order], "keys": {path: PRNG key impl},
+    {"format": 3, "order": [leaf paths in tree order], "keys": {path: PRNG key impl},
      "metadata": your JSON-able metadata}
+
+Format 2 files (leaves named by ``jax.tree_util.keystr``, ``['params'][0]['W']``) still
+load: their names are read as the dotted paths they stand for.
+
+``fit`` (through a :class:`CheckpointManager`) writes the tree ``{"params", "state",
+"opt_state"}`` (``state`` None for a net without state) and the metadata ``{"step",
+"epoch", "history", "run", "stopped", "callbacks"}``; ``load(path, params, under="params")``
+restores the params alone, without an optimiser state to build as a template.
 
 bfloat16 and float8 are stored natively; PRNG keys as their ``uint32`` key data. Any
 safetensors reader (PyTorch, NumPy, Rust) can read the tensors. Nothing in a file is ever
@@ -39,7 +48,9 @@ the digits CNN), with every check included.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -56,11 +67,16 @@ import numpy as np
 import safetensors.numpy
 
 from minitorch.errors import check_int
+from minitorch.nn.paths import dotted, join
+from minitorch.nn.paths import under as is_under
 from minitorch.validate import check_fits_32_bits, is_int
 
-FORMAT = 2
+FORMAT = 3  # 3: leaves named by dotted paths; 2: by jax.tree_util.keystr (still read)
+READS = (2, 3)
 RECORD = "minitorch"
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
+MAX_RANK = 64  # NumPy's most dimensions
+MAX_BYTES = 2**63 - 1  # the most one array may span, counting every non-zero dimension
 
 # safetensors dtype names and the NumPy dtypes they hold; nothing else can be saved.
 DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16,
@@ -101,8 +117,7 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Pa
     """
     path = Path(path)
     keys: dict[str, str] = {}
-    leaves = [(jax.tree_util.keystr(key_path), leaf)
-              for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    leaves = _named_leaves(tree)
     record: dict[str, Any] = {"format": FORMAT, "keys": keys, "metadata": metadata or {}}
     if jax.process_count() == 1:
         # A sharded array comes to the host shard by shard (np.asarray copies each
@@ -120,6 +135,38 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Pa
         raise TypeError(f"checkpoint.save: metadata must be JSON-serialisable: {err}") from None
     _write(path, arrays, header)
     return path
+
+
+def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
+    """``(dotted path, leaf)`` of every leaf; a CheckpointError when two leaves would share
+    a name (a dict key with a dot in it: ``{"a.b": x, "a": {"b": y}}``)."""
+    named = [(dotted(key_path), leaf)
+             for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    seen: dict[str, int] = {}
+    for index, (name, _) in enumerate(named):
+        if name in seen:
+            paths = [jax.tree_util.keystr(p) for p, _ in
+                     jax.tree_util.tree_flatten_with_path(tree)[0]]
+            raise CheckpointError(f"checkpoint.save: the leaves {paths[seen[name]]} and "
+                                  f"{paths[index]} would both be stored as {name!r}; rename "
+                                  f"the dict key that holds a dot")
+        seen[name] = index
+    return named
+
+
+_KEYSTR_PART = re.compile(r"\[(?:'((?:[^'\\]|\\.)*)'|(\d+))\]|\.([A-Za-z_]\w*)")
+
+
+def _from_keystr(name: str) -> str:
+    """A format 2 name as the dotted path it stands for: ``['params'][0]['W']`` ->
+    ``params.0.W`` (a name that is not a key path stays as it is)."""
+    parts, position = [], 0
+    for match in _KEYSTR_PART.finditer(name):
+        if match.start() != position:
+            return name
+        parts.append(next(g for g in match.groups() if g is not None))
+        position = match.end()
+    return ".".join(parts) if position == len(name) else name
 
 
 def part_path(path: str | os.PathLike, index: int, count: int) -> Path:
@@ -225,8 +272,9 @@ def _expect(ok: bool, message: str) -> None:
 def _check_record(record: Any, names: set[str]) -> dict:
     _expect(isinstance(record, dict), f"the minitorch record is a {type(record).__name__}, "
                                       f"not an object")
-    _expect(record.get("format") == FORMAT and is_int(record.get("format")),
-            f"format version {record.get('format')!r}; this minitorch reads version {FORMAT}")
+    _expect(is_int(record.get("format")) and record.get("format") in READS,
+            f"format version {_shown(record.get('format'))}; this minitorch reads versions "
+            f"{list(READS)}")
     order, keys = record.get("order"), record.get("keys")
     _expect(isinstance(order, list) and all(isinstance(n, str) for n in order),
             "the record's 'order' is not a list of names")
@@ -241,30 +289,45 @@ def _check_record(record: Any, names: set[str]) -> dict:
     return record
 
 
-def _check_entry(name: str, info: Any, key_impl: str | None) -> _Entry:
+def _check_entry(full_name: str, info: Any, key_impl: str | None) -> _Entry:
+    name = full_name if len(full_name) <= 120 else f"{full_name[:120]}..."  # for messages
     _expect(isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"},
             f"{name}: a tensor entry needs exactly dtype, shape and data_offsets")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     _expect(isinstance(dtype, str) and dtype in DTYPES,
-            f"{name}: unknown dtype {dtype!r}; known: {sorted(DTYPES)}")
+            f"{name}: unknown dtype {_shown(dtype)}; known: {sorted(DTYPES)}")
     _expect(isinstance(shape, list) and all(is_int(d) and d >= 0 for d in shape),
-            f"{name}: shape {shape!r} is not a list of non-negative ints")
+            f"{name}: shape {_shown(shape)} is not a list of non-negative ints")
+    _expect(len(shape) <= MAX_RANK, f"{name}: {len(shape)} dimensions; at most {MAX_RANK}")
+    # Every array built from the header must be one NumPy can make: even an empty one
+    # (0 x (2**63 - 1)) is refused beyond this, so nothing unchecked reaches NumPy.
+    span = math.prod(max(d, 1) for d in shape) * np.dtype(DTYPES[dtype]).itemsize
+    _expect(span <= MAX_BYTES, f"{name}: shape {_shown(shape)} is too large for an array "
+                               f"(its non-zero dimensions span over 2**63 bytes)")
     _expect(isinstance(offsets, list) and len(offsets) == 2
             and all(is_int(o) and o >= 0 for o in offsets),
-            f"{name}: data_offsets {offsets!r} is not a pair of non-negative ints")
+            f"{name}: data_offsets {_shown(offsets)} is not a pair of non-negative ints")
     nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
     _expect(offsets[1] - offsets[0] == nbytes,
             f"{name}: {dtype}{shape} needs {nbytes} bytes, its data_offsets hold "
             f"{offsets[1] - offsets[0]}")
     if key_impl is not None:
         _expect(dtype == "U32", f"{name}: PRNG key data must be U32, found {dtype}")
-    entry = _Entry(name, np.dtype(DTYPES[dtype]), tuple(shape), offsets[0], offsets[1], key_impl)
+    entry = _Entry(full_name, np.dtype(DTYPES[dtype]), tuple(shape), offsets[0], offsets[1],
+                   key_impl)
     if key_impl is not None:
         try:
             entry.abstract()
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"{name}: not key data of {key_impl!r} ({err})") from None
     return entry
+
+
+def _shown(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a hostile header's values go into
+    messages bounded."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _check_layout(entries: list[_Entry], data_bytes: int) -> None:
@@ -288,9 +351,17 @@ def _read_header(f, size: int) -> tuple[dict[str, _Entry], dict]:
     _expect(length <= min(MAX_HEADER_BYTES, size - 8),
             f"the header declares {length} bytes; the file has {size - 8} after the length "
             f"(limit {MAX_HEADER_BYTES})")
-    header = _json(f.read(length), "the header")
+    raw = f.read(length)
+    try:  # the specification says UTF-8; json.loads(bytes) would also take UTF-16 and -32
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"the header is not UTF-8 ({err.reason} at byte {err.start})") from None
+    header = _json(text, "the header")
     _expect(isinstance(header, dict), "the header is not a JSON object")
     extra = header.pop("__metadata__", None)
+    _expect(extra is None or (isinstance(extra, dict) and all(
+        isinstance(v, str) for v in extra.values())), "the header's __metadata__ is not an "
+        "object of strings (the specification: str to str)")
     _expect(isinstance(extra, dict) and isinstance(extra.get(RECORD), str),
             "no minitorch record in the header's __metadata__ (not a minitorch checkpoint)")
     record = _check_record(_json(extra[RECORD], "the minitorch record"), set(header))
@@ -347,12 +418,21 @@ def _files(path: Path) -> list[Path]:
     if not counts:
         return [path]  # missing: _opened says so
     if len(counts) > 1:
-        raise CheckpointError(f"{path}: parts written by runs of {counts} processes")
-    missing = [i for i in range(counts[0]) if (i, counts[0]) not in found]
-    if missing:
-        raise CheckpointError(f"{path}: part(s) {missing} of {counts[0]} missing (still being "
-                              f"written by another process, or lost)")
-    return [found[(i, counts[0])] for i in range(counts[0])]
+        raise CheckpointError(f"{path}: parts written by runs of {_shown(counts)} processes")
+    count = counts[0]
+    if count == 0 or any(index >= count for index, _ in found):
+        bad = next(p for (index, n), p in found.items() if index >= n)
+        raise CheckpointError(f"{bad}: its name says part {bad.name.split('part-')[1]}, "
+                              f"which cannot be (parts count from 0 to N - 1)")
+    if len(found) < count:
+        # The count comes from a file name: list the first missing parts, never all of them
+        # (a name claiming 10**12 parts must not build a 10**12-element list).
+        missing = list(itertools.islice((i for i in range(count) if (i, count) not in found),
+                                        5))
+        raise CheckpointError(f"{path}: {count - len(found)} of {count} parts missing (the "
+                              f"first: {missing}; still being written by another process, "
+                              f"or lost)")
+    return [found[(i, count)] for i in range(count)]
 
 
 def _check_parts(record: dict, names: set[str]) -> None:
@@ -386,21 +466,43 @@ def _add_piece(leaves: dict[str, _Leaf], name: str, piece: _Piece, shape: tuple[
 
 
 def _check_tiling(leaf: _Leaf) -> None:
-    """The shards must cover the leaf exactly: no element missing, none twice."""
-    boxes = [(p.start, p.entry.shape) for p in leaf.pieces]
-    for i, (a, a_shape) in enumerate(boxes):
-        for b, b_shape in boxes[i + 1:]:
-            _expect(math.prod(a_shape) == 0 or math.prod(b_shape) == 0 or not all(
-                max(x, y) < min(x + n, y + m) for x, n, y, m in zip(a, a_shape, b, b_shape)),
-                f"{leaf.name}: shards at {list(a)} and {list(b)} overlap")
-    held = sum(math.prod(shape) for _, shape in boxes)
-    _expect(held == math.prod(leaf.shape), f"{leaf.name}: its shards hold {held} elements, "
-                                           f"the array {math.prod(leaf.shape)} (a shard missing)")
+    """The shards must cover the leaf exactly, no element missing, none twice, as the grid
+    a sharding cuts an array into: along each axis, every shard spans one interval between
+    consecutive cut points (the shards' edges), and each cell of the grid is held by one
+    shard. O(n log n) in the number of shards (shards of no elements are ignored)."""
+    boxes = [(p.start, p.entry.shape) for p in leaf.pieces if math.prod(p.entry.shape)]
+    if math.prod(leaf.shape) == 0:
+        return
+    rank = len(leaf.shape)
+    cuts = [sorted({0, leaf.shape[axis]} | {start[axis] for start, _ in boxes}
+                   | {start[axis] + shape[axis] for start, shape in boxes})
+            for axis in range(rank)]
+    cells: dict[tuple[int, ...], tuple[int, ...]] = {}
+    for start, shape in boxes:
+        cell = []
+        for axis in range(rank):
+            i = bisect.bisect_left(cuts[axis], start[axis])
+            _expect(cuts[axis][i + 1] == start[axis] + shape[axis],
+                    f"{leaf.name}: the shard at {list(start)} spans several cells of the grid "
+                    f"the shards' edges cut along axis {axis} (shards overlap or do not form "
+                    f"a grid)")
+            cell.append(i)
+        other = cells.setdefault(tuple(cell), tuple(start))
+        _expect(other == tuple(start), f"{leaf.name}: shards at {list(other)} and "
+                                       f"{list(start)} overlap")
+    grid = math.prod(len(axis_cuts) - 1 for axis_cuts in cuts)
+    _expect(len(cells) == grid, f"{leaf.name}: its shards hold {len(cells)} of the {grid} "
+                                f"cells of their grid (a shard missing)")
+
+
+def _renamer(record: dict) -> Any:
+    """How the record's format names leaves, as dotted paths (format 2: keystr)."""
+    return _from_keystr if record["format"] == 2 else (lambda name: name)
 
 
 def _collect(path: Path) -> tuple[dict[str, _Leaf], dict]:
-    """Every leaf of the checkpoint at ``path`` (one file or all parts), headers checked,
-    no data read; and the record."""
+    """Every leaf of the checkpoint at ``path`` (one file or all parts) by dotted path,
+    headers checked, no data read; and the record."""
     files = _files(path)
     leaves: dict[str, _Leaf] = {}
     first: dict | None = None
@@ -408,32 +510,39 @@ def _collect(path: Path) -> tuple[dict[str, _Leaf], dict]:
         with _opened(file) as (_, entries, record, data_start):
             pass
         try:
+            rename = _renamer(record)
             if first is None and "shards" not in record:
                 _expect(len(files) == 1, "a whole checkpoint among parts")
-                return {name: _Leaf(name, e.dtype, e.shape, e.key_impl,
-                                    [_Piece(file, data_start, e, (0,) * len(e.shape))])
-                        for name, e in entries.items()}, record
+                whole = {rename(name): _Leaf(rename(name), e.dtype, e.shape, e.key_impl,
+                                             [_Piece(file, data_start, e, (0,) * len(e.shape))])
+                         for name, e in entries.items()}
+                _expect(len(whole) == len(entries), "two tensors name the same leaf")
+                return whole, record
             _expect("shards" in record and record["part"] == [index, len(files)],
                     f"not part {index} of {len(files)}")
             first = first or record
             _expect(record["leaves"] == first["leaves"]
-                    and record["metadata"] == first["metadata"],
-                    "its leaves or metadata differ from the first part's")
+                    and record["metadata"] == first["metadata"]
+                    and record["format"] == first["format"],
+                    "its leaves, metadata or format differ from the first part's")
             for tensor, entry in entries.items():
                 info = record["shards"][tensor]
-                _add_piece(leaves, info["leaf"], _Piece(file, data_start, entry,
-                                                        tuple(info["start"])),
+                _add_piece(leaves, rename(info["leaf"]), _Piece(file, data_start, entry,
+                                                                tuple(info["start"])),
                            tuple(info["shape"]))
         except ValueError as err:
             raise CheckpointError(f"{file}: unreadable checkpoint: {err}") from None
-    assert first is not None
+    if first is None:
+        raise CheckpointError(f"{path}: no checkpoint file")
     try:
-        for name in first["leaves"]:
+        names = [_renamer(first)(name) for name in first["leaves"]]
+        _expect(len(set(names)) == len(names), "two leaves have the same name")
+        for name in names:
             _expect(name in leaves, f"{name}: no part holds it")
             _check_tiling(leaves[name])
     except ValueError as err:
         raise CheckpointError(f"{path}: unreadable checkpoint: {err}") from None
-    return {name: leaves[name] for name in first["leaves"]}, first
+    return {name: leaves[name] for name in names}, first
 
 
 class _Reader:
@@ -550,8 +659,8 @@ def _per_leaf(shardings: Any, count: int) -> list[Any]:
     return flat
 
 
-def load(path: str | os.PathLike, template: Any, *, shardings: Any = None
-         ) -> tuple[Any, dict]:
+def load(path: str | os.PathLike, template: Any, *, shardings: Any = None,
+         under: str | None = None) -> tuple[Any, dict]:
     """Load ``path`` into the structure of ``template``; returns ``(tree, metadata)``.
 
     Every name, shape and dtype is compared with the template before any data is read;
@@ -560,17 +669,28 @@ def load(path: str | os.PathLike, template: Any, *, shardings: Any = None
     Args:
       path: the checkpoint; when several processes saved it, ``path`` names the set of
         parts (``ckpt.safetensors`` reads ``ckpt.part-*-of-N.safetensors``).
-      template: a tree like the saved one (arrays or ``jax.ShapeDtypeStruct`` s).
+      template: a tree like the saved one (arrays or ``jax.ShapeDtypeStruct`` s), or like
+        its part below ``under``.
       shardings: None (each leaf one array on the default device), one ``Sharding`` for
         every leaf, or a tree of them like the template (e.g. from
         ``parallel.param_shardings``): each array is built on its sharding, every device
         reading only its own slice of the file, on any number of processes.
+      under: a dotted path: load only the leaves below it (``under="params"`` restores the
+        params of a checkpoint ``fit`` wrote, with the params alone as the template).
+
+    Example::
+
+        params, meta = checkpoint.load(manager.path(step), net.init(key), under="params")
     """
     path = Path(path)
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
-    names = [jax.tree_util.keystr(key_path) for key_path, _ in flat]
+    names = [join(under or "", dotted(key_path)) for key_path, _ in flat]
     targets = _per_leaf(shardings, len(names))
     leaves, record = _collect(path)
+    if under is not None:
+        leaves = {name: leaf for name, leaf in leaves.items() if is_under(name, [under])}
+        if not leaves:
+            raise CheckpointError(f"{path}: no leaves under {under!r}")
     _compare(path, leaves, names, [leaf for _, leaf in flat])
     try:
         with contextlib.ExitStack() as stack:
@@ -654,9 +774,11 @@ class CheckpointManager:
             self._acquire()
             return save(self.best_path, tree, metadata)
 
-    def restore_best(self, template: Any, *, shardings: Any = None) -> tuple[Any, dict]:
-        """``(tree, metadata)`` of the best checkpoint (see :meth:`save_best`)."""
-        return load(self.best_path, template, shardings=shardings)
+    def restore_best(self, template: Any, *, shardings: Any = None,
+                     under: str | None = None) -> tuple[Any, dict]:
+        """``(tree, metadata)`` of the best checkpoint (see :meth:`save_best`); ``shardings``
+        and ``under`` as for :func:`load`."""
+        return load(self.best_path, template, shardings=shardings, under=under)
 
     def latest_step(self) -> int | None:
         """The newest step whose checkpoint header checks out against its file, or None."""
@@ -668,14 +790,15 @@ class CheckpointManager:
             return step
         return None
 
-    def restore_latest(self, template: Any, *, shardings: Any = None
+    def restore_latest(self, template: Any, *, shardings: Any = None, under: str | None = None
                        ) -> tuple[int, tuple[Any, dict]] | None:
         """``(step, (tree, metadata))`` of the newest complete checkpoint (on several
-        processes: every part present), or None; ``shardings`` as for :func:`load`."""
+        processes: every part present), or None; ``shardings`` and ``under`` as for
+        :func:`load` (``restore_latest(params, under="params")``: a ``fit`` run's params)."""
         step = self.latest_step()
         if step is None:
             return None
-        return step, load(self.path(step), template, shardings=shardings)
+        return step, load(self.path(step), template, shardings=shardings, under=under)
 
     def _acquire(self) -> None:
         if self._lock_file is not None:

@@ -281,7 +281,7 @@ class SeeingInsideTest(parameterized.TestCase):
         with tempfile.TemporaryDirectory() as d:
             path = checkpoint.save(f"{d}/c.safetensors", params)
             names = set(checkpoint.read(path)[0])
-            self.assertIn("[1]['mlp'][0]['W']", names)
+            self.assertIn("1.mlp.0.W", names)
             back, _ = checkpoint.load(path, net.init(jax.random.key(1)))
         chex.assert_trees_all_equal(back, params)
 
