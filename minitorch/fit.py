@@ -31,8 +31,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from minitorch import freeze, parallel, train
 from minitorch import metrics as metric_fns
-from minitorch import parallel, train
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.data import ArrayDataset, DataLoader, num_examples
 from minitorch.epoch import EpochPlan, Placement, make_epoch, make_epoch_steps, make_streamed_epoch
@@ -65,6 +65,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         drop_last: bool = False, checkpoint: CheckpointManager | None = None,
         telemetry: bool = False, telemetry_every: int | None = None,
         loop: str = "auto", strict_resume: bool = True, frozen: Sequence[str] = (),
+        trainable: Sequence[str] | None = None,
         metrics: Mapping[str, MetricLike] | None = None,
         steps_per_epoch: int | None = None, mesh: Mesh | None = None) -> tuple:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
@@ -118,7 +119,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         CheckpointError naming it.
       strict_resume: False resumes even when the run's definition changed.
       frozen: paths of sub-layers or params that stay bit-unchanged and get no weight
-        gradients, as :func:`minitorch.train.make_step`'s.
+        gradients, as :func:`minitorch.train.make_step`'s; ``trainable``, its inverse: only
+        the params under these paths train.
       metrics: user metrics by name (:mod:`minitorch.metrics`), computed on every training
         batch inside the compiled epoch and on the validation data: functions ``(outputs,
         targets) -> scalar`` averaged weighted by examples, ``Metric`` objects (``F1``)
@@ -149,6 +151,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
       one value per epoch run, plus ``"epoch"`` and ``"time"`` (seconds per epoch).
     """
     user_metrics = metric_fns.check(metrics, "fit")
+    selected = freeze.selection(frozen, trainable, "fit")
     val_data = None if val_data is None else _examples(val_data, "val_data")[:2]
     _check_fit_arguments(net, epochs, seed, telemetry_every, params)
     if loop not in ("auto", "scan", "steps"):
@@ -167,7 +170,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         described = (stream.batch_size, stream.num_examples)
     run = {"seed": int(seed), "batch_size": described[0], "num_examples": described[1],
            "shuffle": bool(shuffle), "drop_last": bool(drop_last),
-           "net": _describe(net, loss), "frozen": list(frozen)}
+           "net": _describe(net, loss), "frozen": freeze.describe(selected)}
     start = _start(net, optimizer, seed, (params, state, opt_state), start_epoch, history)
     if mesh is not None:
         start = dataclasses.replace(start, trees=parallel.replicate_on(mesh, start.trees))
@@ -178,7 +181,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         bar = Progress(progress, (epochs - start.epoch) * plan.steps, plan.steps)
         try:
             epoch_fn = _epoch_runner(net, loss, optimizer, plan, loop, telemetry, bar,
-                                     tuple(frozen), user_metrics, mesh)
+                                     selected, user_metrics, mesh)
             checks = _Checks(net, loss, val_data, callbacks, checkpoint, run, user_metrics)
             start = _train(epoch_fn, start, range(start.epoch, epochs), data, seed, checks,
                            bar)
@@ -237,7 +240,7 @@ def _start(net: Any, optimizer: optax.GradientTransformation, seed: int, given: 
 
 def _epoch_runner(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformation,
                   plan: EpochPlan | _Stream, loop: str, telemetry: bool, bar: Progress,
-                  frozen: tuple[str, ...], metrics: dict, mesh: Mesh | None) -> Callable:
+                  frozen: freeze.Paths, metrics: dict, mesh: Mesh | None) -> Callable:
     """``run(params, state, opt_state, data, key, index) -> (..., metrics)`` for one epoch,
     as a scan or as steps over arrays, or streamed, reporting to ``bar``; data parallel
     over ``mesh`` when given."""

@@ -13,8 +13,9 @@ one array. Freezing has two halves, both needed:
   pass, so XLA drops their weight-gradient products (the backward through a frozen layer
   still runs where a trainable layer sits before it: its input gradient is needed).
 
-``train.make_step(..., frozen=paths)`` and ``fit(..., frozen=paths)`` apply both; in a
-step of your own::
+``train.make_step(..., frozen=paths)`` and ``fit(..., frozen=paths)`` apply both;
+``trainable=paths`` is the inverse (every param not under those paths is frozen: fine-tune
+a head with ``trainable=["head"]``). In a step of your own::
 
     frozen = ["0", "1"]
     opt = freeze.optimizer(optim.sgd(0.1, momentum=0.9), frozen)
@@ -26,6 +27,7 @@ step of your own::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,24 +38,54 @@ import optax
 from minitorch.errors import ArgumentError
 from minitorch.nn.paths import leaf_paths, under
 
-Paths = Sequence[str]
+
+@dataclasses.dataclass(frozen=True)
+class AllBut:
+    """Every param except those under ``paths`` (what ``trainable=paths`` freezes)."""
+
+    paths: tuple[str, ...]
+
+
+Paths = Sequence[str] | AllBut
+
+
+def selection(frozen: Sequence[str], trainable: Sequence[str] | None, owner: str) -> Paths:
+    """What ``frozen=`` and ``trainable=`` (its inverse) freeze: ``frozen`` as a tuple, or
+    :class:`AllBut` ``trainable``; an ArgumentError when both are given."""
+    for name, value in (("frozen", frozen), ("trainable", trainable)):
+        if isinstance(value, str):
+            raise ArgumentError(f"{owner}: {name} must be a list of paths, received the "
+                                f"string {value!r} (write [{value!r}])")
+    if trainable is None:
+        return tuple(frozen)
+    if frozen:
+        raise ArgumentError(f"{owner}: give frozen= or trainable= (its inverse), not both")
+    return AllBut(tuple(trainable))
+
+
+def describe(paths: Paths) -> Any:
+    """``paths`` as JSON (a run's description in its checkpoints)."""
+    return {"trainable": list(paths.paths)} if isinstance(paths, AllBut) else list(paths)
 
 
 def mask(params: Any, paths: Paths) -> Any:
-    """A pytree of bools shaped like ``params``: True for every leaf under a frozen path.
+    """A pytree of bools shaped like ``params``: True for every leaf under a frozen path
+    (with :class:`AllBut`, for every leaf under none of its paths).
 
     Raises ArgumentError for a path that names no params (listing the top-level ones).
     """
     if isinstance(paths, str):
         raise ArgumentError(f"freeze: paths must be a list of paths, received the string "
                             f"{paths!r} (write [{paths!r}])")
+    named = paths.paths if isinstance(paths, AllBut) else paths
     names = leaf_paths(params)
-    for path in paths:
+    for path in named:
         if not any(under(name, [path]) for name in names):
             tops = sorted({name.split(".")[0] for name in names}, key=lambda n: (len(n), n))
             raise ArgumentError(f"freeze: no params under path {path!r}; the params' paths "
                                 f"start with {tops}")
-    frozen = [under(name, paths) for name in names]
+    inverted = isinstance(paths, AllBut)
+    frozen = [under(name, named) != inverted for name in names]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), frozen)
 
 

@@ -174,7 +174,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
               optimizer: optax.GradientTransformation, *, axis_name: Any = None,
               jit: bool = True, donate: bool = True, accuracy: bool = True,
               checked: bool = False, telemetry: bool = False,
-              frozen: Sequence[str] = (),
+              frozen: Sequence[str] = (), trainable: Sequence[str] | None = None,
               metrics: Mapping[str, MetricLike] | None = None) -> Step:
     """Build a training step.
 
@@ -212,6 +212,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         bit-unchanged (zero updates, whatever the optimiser adds) and XLA computes no
         weight gradients for them. The optimiser state is ``optimizer.init(params)`` as
         usual. See :mod:`minitorch.freeze`.
+      trainable: the inverse of ``frozen``: only the params under these paths train
+        (``["head"]``, ``["4"]``), every other stays bit-unchanged.
       metrics: user metrics by name (:mod:`minitorch.metrics`): functions ``(outputs,
         targets) -> scalar`` (batch means) or ``Metric`` objects, whose per-batch counts
         go under ``metrics["counts"]``.
@@ -227,7 +229,8 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         raise ValueError("make_step: checked=True works with jit=True and no axis_name")
     build = functools.partial(_build_step, net, loss, optimizer, axis_name=axis_name,
                               jit=jit, donate=donate, accuracy=accuracy, checked=checked,
-                              frozen=tuple(frozen), metrics=metrics)
+                              frozen=freeze.selection(frozen, trainable, "make_step"),
+                              metrics=metrics)
     if not telemetry:
         return build(telemetry=False)
     steps = {False: build(telemetry=False), True: build(telemetry=True)}
@@ -242,7 +245,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
 def _build_step(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any, jit: bool,
                 donate: bool, accuracy: bool, checked: bool, telemetry: bool,
-                frozen: tuple[str, ...], metrics: Mapping[str, MetricLike] | None) -> Callable:
+                frozen: freeze.Paths, metrics: Mapping[str, MetricLike] | None) -> Callable:
     """One compiled step of :func:`make_step` (its arguments, already checked)."""
     update = make_update(net, loss, optimizer, axis_name=axis_name, accuracy=accuracy,
                          checked=checked, telemetry=telemetry, frozen=frozen, metrics=metrics)
@@ -341,12 +344,13 @@ def _donated_message(names: tuple[str, ...], trees: Any, where: str) -> str:
 def make_update(net: Layer | None, loss: Loss | Objective,
                 optimizer: optax.GradientTransformation, *, axis_name: Any = None,
                 accuracy: bool = True, checked: bool = False,
-                telemetry: bool = False, frozen: Sequence[str] = (),
+                telemetry: bool = False, frozen: freeze.Paths = (),
                 metrics: Mapping[str, MetricLike] | None = None) -> Update:
     """The uncompiled step with the uniform signature every loop here builds on:
     ``update(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``
     (``state`` is None for a net without stateful layers). ``frozen``: paths of sub-layers
-    (or params) that stay unchanged and get no weight gradients (:mod:`minitorch.freeze`)."""
+    (or params) that stay unchanged and get no weight gradients, or ``freeze.AllBut(paths)``
+    (:mod:`minitorch.freeze`)."""
     if net is None:
         if metrics:
             raise ArgumentError("make_step: metrics= needs a net; a custom objective returns "

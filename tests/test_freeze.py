@@ -95,3 +95,27 @@ def test_fit_freezes_by_path_and_a_bad_path_is_named():
             params, optim.sgd(0.1).init(params), (x, y), None)
     with pytest.raises(ArgumentError, match="write \\['0'\\]"):
         freeze.mask(params, "0")
+
+
+def test_trainable_is_the_inverse_of_frozen():
+    net = block_net()
+    params = net.init(jax.random.key(0))
+    opt = optim.sgd(0.1, momentum=0.9)
+    x, y = batch()
+    by_trainable = train.make_step(net, LOSS, opt, trainable=["3"], donate=False)
+    by_frozen = train.make_step(net, LOSS, opt, frozen=["0", "2"], donate=False)
+    a, _, _ = by_trainable(params, opt.init(params), (x, y), None)
+    b, _, _ = by_frozen(params, opt.init(params), (x, y), None)
+    chex.assert_trees_all_equal(a, b)
+    assert np.asarray(a[0]["W"]).tobytes() == np.asarray(params[0]["W"]).tobytes()
+    assert not np.array_equal(a[3]["W"], params[3]["W"])
+    tuned, _, _ = fit(net, LOSS, opt, (np.asarray(x), np.asarray(y)), epochs=2, batch_size=8,
+                      params=params, trainable=["3"], progress=False)
+    chex.assert_trees_all_equal(tuned[:3], params[:3])
+    with pytest.raises(ArgumentError, match="make_step: give frozen= or trainable="):
+        train.make_step(net, LOSS, opt, frozen=["0"], trainable=["3"])
+    with pytest.raises(ArgumentError, match=r"fit: trainable must be a list of paths"):
+        fit(net, LOSS, opt, (x, y), epochs=1, batch_size=8, trainable="3", progress=False)
+    with pytest.raises(ArgumentError, match="no params under path '9'"):
+        train.make_step(net, LOSS, opt, trainable=["9"])(params, opt.init(params), (x, y),
+                                                         None)
