@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 
 # Imported on first use (``minitorch.explain`` or ``from minitorch import explain``): the
 # training core above is what every program needs; these cost import time otherwise.
-_ON_FIRST_USE = ("data", "datasets", "explain", "parallel", "summary")
+_ON_FIRST_USE = ("data", "datasets", "explain", "interop", "parallel", "summary")
 
 __all__ = ["EarlyStopping", "__version__", "checkpoint", "data", "datasets", "errors", "explain",
-           "fit", "losses", "monitor", "nn", "optim", "parallel", "summary", "train"]
+           "fit", "interop", "losses", "monitor", "nn", "optim", "parallel", "summary", "train"]
 
 
 def __getattr__(name: str) -> Any:

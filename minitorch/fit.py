@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from minitorch import freeze, parallel, train
+from minitorch import freeze, train
 from minitorch import metrics as metric_fns
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.data import ArrayDataset, DataLoader, num_examples
@@ -163,7 +163,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         size = _check_batch_size(batch_size, count)
         plan = EpochPlan(count, size, shuffle, drop_last, telemetry_every)
         data: Any = (jax.tree.map(jnp.asarray, (x, y)) if mesh is None
-                     else parallel.replicate_on(mesh, (x, y)))
+                     else _replicated(mesh, (x, y)))
         described: tuple[int | None, int | None] = (size, count)
     else:
         plan = data = dataclasses.replace(stream, probe_every=telemetry_every)
@@ -173,7 +173,7 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
            "net": _describe(net, loss), "frozen": freeze.describe(selected)}
     start = _start(net, optimizer, seed, (params, state, opt_state), start_epoch, history)
     if mesh is not None:
-        start = dataclasses.replace(start, trees=parallel.replicate_on(mesh, start.trees))
+        start = dataclasses.replace(start, trees=_replicated(mesh, start.trees))
     if checkpoint is not None:
         resumed = _resume(checkpoint, start.trees, run, callbacks, strict_resume)
         start = resumed or start
@@ -287,18 +287,26 @@ def _split_batches(update: train.Update, mesh: Mesh | None) -> train.Update:
     return data_parallel
 
 
+def _replicated(mesh: Mesh, tree: Any) -> Any:
+    from minitorch import parallel  # imported on first use, as ``minitorch.parallel`` is
+
+    return parallel.replicate_on(mesh, tree)
+
+
 def _placement(mesh: Mesh | None) -> Placement | None:
     """How streamed batches reach a mesh: split over its first axis, or, for a batch
     that does not split evenly in one process (a last, smaller one), whole on every device
     (the step's constraint splits it)."""
     if mesh is None:
         return None
+    from minitorch import parallel
+
     devices = mesh.shape[mesh.axis_names[0]]
 
     def place(tree: Any, batch_axis: int) -> Any:
         rows = jax.tree.leaves(tree)[0].shape[batch_axis]
         if rows % devices and jax.process_count() == 1:
-            return parallel.replicate_on(mesh, tree)
+            return _replicated(mesh, tree)
         return parallel.shard_batch(mesh, tree, batch_axis=batch_axis)
 
     return place

@@ -29,6 +29,7 @@ CASES = [
     ("vit_digits.py", "ViT digits: test accuracy"),
     ("seq2seq_dates.py", "seq2seq dates: exact match"),
     ("streamed_digits.py", "streamed digits: test accuracy"),
+    ("torch_interop.py", "torch interop: export same classes: yes"),
 ]
 GENERATE = {"char_transformer.py", "char_lstm.py"}  # print 8 names drawn with nn.generate
 WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they save PNGs
