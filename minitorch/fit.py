@@ -23,7 +23,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,26 @@ class Callback(Protocol):
                  ) -> bool | None: ...
 LIVE_BAR_SECONDS = 1.0  # epochs shorter than this move the progress bar once, at their end
 
-__all__ = ["Callback", "EarlyStopping", "Progress", "fit"]
+__all__ = ["Callback", "EarlyStopping", "Fitted", "FittedWithState", "Progress", "fit"]
+
+
+class Fitted(NamedTuple):
+    """What ``fit`` returns for a net without state: unpacks as ``params, opt_state,
+    history = fit(...)``, or read by name (``fit(...).params``)."""
+
+    params: Params
+    opt_state: Any
+    history: History
+
+
+class FittedWithState(NamedTuple):
+    """What ``fit`` returns for a net with stateful layers (BatchNorm): unpacks as
+    ``params, state, opt_state, history = fit(...)``, or read by name."""
+
+    params: Params
+    state: State
+    opt_state: Any
+    history: History
 
 
 def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformation,
@@ -67,7 +86,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         loop: str = "auto", strict_resume: bool = True, frozen: Sequence[str] = (),
         trainable: Sequence[str] | None = None,
         metrics: Mapping[str, MetricLike] | None = None,
-        steps_per_epoch: int | None = None, mesh: Mesh | None = None) -> tuple:
+        steps_per_epoch: int | None = None, mesh: Mesh | None = None
+        ) -> Fitted | FittedWithState:
     """Train ``net`` on ``train_data = (x, y)`` for ``epochs`` epochs.
 
     Args:
@@ -146,9 +166,11 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         inside a loop (``Layer.scans_well()``: a grouped ``Conv2D`` on the CPU).
 
     Returns:
-      ``(params, opt_state, history)``, or for a net with stateful layers
-      ``(params, state, opt_state, history)``. ``history`` maps each metric to a list with
-      one value per epoch run, plus ``"epoch"`` and ``"time"`` (seconds per epoch).
+      A :class:`Fitted` ``(params, opt_state, history)``, or for a net with stateful layers
+      a :class:`FittedWithState` ``(params, state, opt_state, history)``: named tuples, so
+      they unpack as plain tuples do and their parts read by name. ``history`` maps each
+      metric to a list with one value per epoch run, plus ``"epoch"`` and ``"time"``
+      (seconds per epoch).
     """
     user_metrics = metric_fns.check(metrics, "fit")
     selected = freeze.selection(frozen, trainable, "fit")
@@ -188,8 +210,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         finally:
             bar.close()
     params, state, opt_state = start.trees
-    return ((params, state, opt_state, start.history) if _stateful(net)
-            else (params, opt_state, start.history))
+    return (FittedWithState(params, state, opt_state, start.history) if _stateful(net)
+            else Fitted(params, opt_state, start.history))
 
 
 def _stateful(net: Layer | None) -> bool:

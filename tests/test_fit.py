@@ -313,3 +313,22 @@ def test_the_plan_probes_the_last_step_of_each_whole_interval():
     assert [i for i in range(plan.steps) if plan.probes(i)] == [2, 5, 8]
     assert [i for i in range(11) if EpochPlan(166, 16).probes(i)] == [9]
     assert EpochPlan(166, 16, drop_last=True).sizes == (16,) * 10
+
+
+def test_fit_returns_named_tuples_that_unpack_as_before():
+    from minitorch.fit import Fitted, FittedWithState
+
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    y = np.arange(16) % 3
+    plain = nn.Net([nn.Linear(4, 3)])
+    result = fit(plain, losses.softmax_cross_entropy, optim.sgd(0.1), (x, y), epochs=1,
+                 batch_size=8, progress=False)
+    assert isinstance(result, Fitted) and len(result) == 3
+    params, opt_state, history = result
+    assert params is result.params and history is result.history
+    stateful = nn.Net([nn.Linear(4, 3), nn.BatchNorm(3)])
+    result = fit(stateful, losses.softmax_cross_entropy, optim.sgd(0.1), (x, y), epochs=1,
+                 batch_size=8, progress=False)
+    assert isinstance(result, FittedWithState) and len(result) == 4
+    params, state, opt_state, history = result
+    assert int(result.state[1]["num_batches_tracked"]) == 2
