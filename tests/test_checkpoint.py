@@ -300,7 +300,7 @@ def test_part_file_names_that_cannot_be_are_refused_at_once(tmp_path, name, mess
     (tmp_path / "run" / name.replace("c.", "ckpt_00000002.")).write_bytes(b"")
     assert manager.latest_step() == 1  # the bad step is skipped, not a hang or a crash
     assert manager.restore_latest({"W": jnp.ones(2)})[0] == 1
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 5  # listing 10**12 missing parts would never end
 
 
 def test_a_format_2_file_keeps_loading(tmp_path):

@@ -139,8 +139,10 @@ def test_a_missing_part_is_named(tmp_path):
 
 def test_many_shards_are_checked_in_n_log_n(tmp_path):
     """8,192 shards of one array (a 64 x 128 grid of 2 x 3 blocks), checked by cutting the
-    array into the grid their edges make: well under a second (comparing every pair took
-    ~20 s for 4,000). One shard moved by a row is then an overlap, found as fast."""
+    array into the grid their edges make: 0.33 s alone on 2 cores, 1.0 s beside the rest
+    of the suite; comparing every pair took 19.6 s for 4,000 and would take ~80 s here, so
+    a 5 s bound tells the two apart on a loaded machine. One shard moved by a row is then
+    an overlap, found as fast."""
     rows, cols = 64, 128
     w = np.arange(rows * 2 * cols * 3, dtype=np.float32).reshape(rows * 2, cols * 3)
     pieces = [("W", (2 * i, 3 * j), w[2 * i:2 * i + 2, 3 * j:3 * j + 3].copy(), w.shape)
@@ -148,7 +150,7 @@ def test_many_shards_are_checked_in_n_log_n(tmp_path):
     write_part(tmp_path, 0, 1, pieces, ["W"])
     start = time.perf_counter()
     checkpoint.verify(tmp_path / "c.safetensors")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
     tree, _ = checkpoint.load(tmp_path / "c.safetensors", {"W": jnp.zeros(w.shape)})
     np.testing.assert_array_equal(tree["W"], w)
     pieces[-1] = ("W", (2 * rows - 3, 3 * (cols - 1)), w[-3:-1, -3:].copy(), w.shape)
@@ -156,4 +158,4 @@ def test_many_shards_are_checked_in_n_log_n(tmp_path):
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match=r"spans several cells|overlap"):
         checkpoint.verify(tmp_path / "c.safetensors")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
