@@ -330,7 +330,7 @@ def test_a_grain_pipeline_streams_a_new_order_each_epoch_and_resumes_exactly(tmp
         np.testing.assert_array_equal(got, expected)
 
 
-def test_a_plain_grain_map_dataset_is_a_re_iterable():
+def test_a_plain_grain_map_dataset_and_grain_data_loader_are_re_iterables():
     grain = pytest.importorskip("grain")
     from minitorch.data import ArrayDataset
 
@@ -344,6 +344,14 @@ def test_a_plain_grain_map_dataset_is_a_re_iterable():
                        [(x[i:i + 10], y[i:i + 10]) for i in range(0, 40, 10)], epochs=2,
                        params=p0, progress=False)
     np.testing.assert_array_equal(got[0]["W"], listed[0]["W"])
+    # Grain's DataLoader (a sampler and batching operations) is a re-iterable too
+    loader = grain.DataLoader(
+        data_source=ArrayDataset(x, y), worker_count=0,
+        sampler=grain.samplers.IndexSampler(40, shuffle=False, seed=0, num_epochs=1),
+        operations=[grain.transforms.Batch(10)])
+    loaded, _, _ = fit(net, losses.softmax_cross_entropy, optim.sgd(0.1), loader, epochs=2,
+                       params=p0, progress=False)
+    np.testing.assert_allclose(loaded[0]["W"], listed[0]["W"], rtol=1e-6)
 
 
 @pytest.mark.cpu_only
