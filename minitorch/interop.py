@@ -252,8 +252,7 @@ def from_torch(net: Layer, weights: Any, *, strict: bool = True, params: Params 
             continue
         leaves = trees[tensor.tree]
         value = given.pop(tensor.torch)
-        _check_shape(tensor, value, [leaves[p] for p in tensor.paths])
-        for path, array in zip(tensor.paths, tensor.split(value)):
+        for path, array in zip(tensor.paths, _split(tensor, value, leaves)):
             leaves[path] = jnp.asarray(array, dtype=jnp.result_type(leaves[path]))
     if strict and (missing or given):
         raise InteropError(_unmatched_message(missing, sorted(given)))
@@ -266,16 +265,22 @@ def from_torch(net: Layer, weights: Any, *, strict: bool = True, params: Params 
     return (*out, unmatched) if net.stateful else (out, unmatched)
 
 
-def _check_shape(tensor: _Tensor, value: np.ndarray, leaves: list[Any]) -> None:
-    """An InteropError naming both names and both shapes when ``value`` does not fit the
-    leaves ``tensor`` holds (a square ``Linear`` fits either way: it is transposed all the
-    same, so its outputs are right)."""
-    expected = tensor.join([np.broadcast_to(np.zeros((), np.float32), np.shape(leaf))
-                            for leaf in leaves]).shape
-    if tuple(value.shape) != tuple(expected):
-        raise InteropError(f"from_torch: {tensor.torch!r} has shape {tuple(value.shape)}, "
-                           f"but minitorch {tensor.tree} {', '.join(tensor.paths)} needs "
-                           f"{tuple(expected)} in PyTorch's layout")
+def _split(tensor: _Tensor, value: np.ndarray, leaves: dict[str, Any]) -> list[np.ndarray]:
+    """``value`` split into the leaves ``tensor`` holds; an InteropError naming both names
+    and both shapes when it does not fit them (a square ``Linear`` fits either way: it is
+    transposed all the same, so its outputs are right)."""
+    wanted = [np.shape(leaves[p]) for p in tensor.paths]
+    try:
+        arrays = tensor.split(value)
+    except ValueError:  # np.split of an axis the leaves do not divide
+        arrays = []
+    if [np.shape(a) for a in arrays] == wanted:
+        return arrays
+    # only on the way to the error: the PyTorch shape the leaves need
+    expected = tensor.join([np.broadcast_to(np.zeros((), np.float32), w) for w in wanted]).shape
+    raise InteropError(f"from_torch: {tensor.torch!r} has shape {tuple(value.shape)}, "
+                       f"but minitorch {tensor.tree} {', '.join(tensor.paths)} needs "
+                       f"{tuple(expected)} in PyTorch's layout")
 
 
 def _unmatched_message(missing: list[_Tensor], unexpected: list[str]) -> str:
