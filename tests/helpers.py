@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from minitorch import nn
+
 
 def to_f64(tree):
     """Cast every floating leaf of ``tree`` to float64 (call inside ``jax.enable_x64()``)."""
@@ -123,3 +125,15 @@ def assert_matches_torch(ours, theirs, arrays, *, rtol=1e-5, atol=1e-5):
         for k in floating:
             np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol,
                                        atol=atol, err_msg=f"gradient w.r.t. {k}")
+
+
+class Block(nn.Composite):
+    """A pre-norm transformer block: ``x + attn(norm(x))``, then ``+ mlp(x)``."""
+
+    norm: nn.Layer
+    attn: nn.Layer
+    mlp: nn.Layer
+
+    def forward(self, call, x):
+        x = x + call("attn", call("norm", x))
+        return x + call("mlp", x)

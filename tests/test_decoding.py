@@ -10,18 +10,9 @@ from absl.testing import parameterized
 
 from minitorch import nn
 from minitorch.errors import ArgumentError, CacheError, KeywordError
+from tests.helpers import Block
 
 VOCAB, WIDTH, LENGTH = 11, 16, 12
-
-
-class Block(nn.Composite):
-    norm: nn.Layer
-    attn: nn.Layer
-    mlp: nn.Layer
-
-    def forward(self, call, x):
-        x = x + call("attn", call("norm", x))
-        return x + call("mlp", x)
 
 
 class LM(nn.Composite):

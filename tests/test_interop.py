@@ -12,6 +12,7 @@ from absl.testing import parameterized
 
 from minitorch import interop, nn
 from minitorch.errors import ArgumentError
+from tests.helpers import Block
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -132,16 +133,6 @@ class LeafTest(parameterized.TestCase):
 
 
 # --- containers --------------------------------------------------------------------------
-
-class Block(nn.Composite):
-    norm: nn.Layer
-    attn: nn.Layer
-    mlp: nn.Layer
-
-    def forward(self, call, x):
-        x = x + call("attn", call("norm", x))
-        return x + call("mlp", x)
-
 
 class Model(nn.Composite):
     tokens: nn.Layer
