@@ -12,9 +12,9 @@ order, keys and metrics:
   device, then one dispatch per step, for layers that run slower inside a loop
   (``Layer.scans_well()``).
 
-Metrics are structured, not named: a step's ``metrics`` dict holds scalars, and the
-telemetry a probing step records sits under ``metrics["telemetry"]`` (see
-:func:`minitorch.train.make_update`).
+Metrics are structured, not named: a step reports a
+:class:`~minitorch.metrics.StepMetrics` (loss, means, counts, and the telemetry a probing
+step records), see :func:`minitorch.train.make_update`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import numpy as np
 
 from minitorch.data import num_examples, prefetched
 from minitorch.errors import ArgumentError
-from minitorch.metrics import COUNTS
+from minitorch.metrics import StepMetrics
 from minitorch.nn.core import Array
-from minitorch.train import TELEMETRY, Update
+from minitorch.train import Update
 
 
 class Epoch(Protocol):
@@ -115,34 +115,30 @@ class EpochPlan:
                  else jnp.arange(self.num_examples))
         return order, jax.random.split(step_key, self.full + 1)
 
-    def means(self, metrics: dict[str, Any], telemetry: dict[str, Array]) -> dict[str, Any]:
+    def means(self, metrics: StepMetrics, telemetry: dict[str, Array]) -> StepMetrics:
         """The epoch's metrics from every step's (:func:`weighted_means` with this plan's
         batch sizes)."""
         return weighted_means(jnp.asarray(self.sizes, jnp.float32), metrics, telemetry)
 
 
-def weighted_means(sizes: Array, metrics: dict[str, Any], telemetry: dict[str, Array]
-                   ) -> dict[str, Any]:
-    """An epoch's metrics from every step's: ``metrics`` maps names to ``(steps,)`` arrays
-    in step order, averaged weighted by each step's examples ``sizes (steps,)``, except the
-    counts of counted metrics (under ``"counts"``, ``(steps, ...)``), which are summed;
-    ``telemetry`` maps names to ``(probes,)`` arrays, averaged over the probing steps."""
-    metrics = dict(metrics)
-    counts = metrics.pop(COUNTS, None)
+def weighted_means(sizes: Array, metrics: StepMetrics, telemetry: dict[str, Array]
+                   ) -> StepMetrics:
+    """An epoch's metrics from every step's: ``metrics`` holds ``(steps,)`` arrays in step
+    order, whose loss and means are averaged weighted by each step's examples
+    ``sizes (steps,)`` and whose counts (``(steps, ...)``) are summed; ``telemetry`` maps
+    names to ``(probes,)`` arrays, averaged over the probing steps."""
     sizes = sizes.astype(jnp.float32)
-    # weighted along the steps axis; a metric may itself be an array (per layer, ...)
-    out: dict[str, Any] = {k: jnp.tensordot(sizes, v, axes=1) / sizes.sum()
-                           for k, v in metrics.items()}
-    if counts is not None:
-        out[COUNTS] = jax.tree.map(lambda c: jnp.sum(c, axis=0), counts)
-    if telemetry:
-        out[TELEMETRY] = {k: jnp.mean(v) for k, v in telemetry.items()}
-    return out
+
+    def weighted(v: Array) -> Array:  # along the steps axis; a metric may be an array
+        return jnp.tensordot(sizes, v, axes=1) / sizes.sum()
+
+    return StepMetrics(weighted(metrics.loss), jax.tree.map(weighted, metrics.means),
+                       jax.tree.map(lambda c: jnp.sum(c, axis=0), metrics.counts),
+                       {k: jnp.mean(v) for k, v in telemetry.items()})
 
 
-def _split_telemetry(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    metrics = dict(metrics)
-    return metrics, metrics.pop(TELEMETRY, {})
+def _split_telemetry(metrics: StepMetrics) -> tuple[StepMetrics, dict[str, Any]]:
+    return metrics.replace(telemetry={}), metrics.telemetry
 
 
 def make_epoch(update: Update, num_examples: int, batch_size: int, *, shuffle: bool = True,
@@ -159,7 +155,7 @@ def make_epoch(update: Update, num_examples: int, batch_size: int, *, shuffle: b
         steps, from inside the compiled loop (through ``jax.debug.callback``). Each call
         costs about a millisecond of a CNN's epoch (the loop waits for the host), so the
         epoch takes ``report=False`` to skip them, without a recompile.
-      probe: an update like ``update`` whose metrics also hold ``"telemetry"``, run instead
+      probe: an update like ``update`` whose metrics also hold telemetry, run instead
         of ``update`` on the plan's probing steps.
       jit: compile the epoch (params, state and optimiser state donated).
 
@@ -167,7 +163,7 @@ def make_epoch(update: Update, num_examples: int, batch_size: int, *, shuffle: b
       ``epoch(params, state, opt_state, data, key, index, report=True) ->
       (params, state, opt_state, metrics)``: ``data`` a pytree of arrays with
       ``num_examples`` rows, ``key`` the run's key, ``index`` the epoch number, and
-      ``metrics`` the plan's means (telemetry under ``"telemetry"``).
+      ``metrics`` the plan's means (telemetry averaged over the probes).
     """
     plan = EpochPlan(num_examples, batch_size, shuffle, drop_last, probe_every)
     if step_every < 1:
@@ -259,7 +255,7 @@ def _in_intervals(xs: list[Array] | tuple[Array, ...], size: int
             [a[head:] for a in xs])
 
 
-def _stacked(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _stacked(rows: list[Any]) -> Any:
     """Per-step metrics (pytrees alike) as one pytree of ``(steps, ...)`` arrays."""
     return jax.tree.map(lambda *values: jnp.stack(values), *rows) if rows else {}
 

@@ -343,10 +343,9 @@ def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,
         bar.start_epoch()
         *trees, metrics = epoch_fn(*run.trees, data, epoch_root, epoch)
         metrics = jax.device_get(metrics)
-        telemetry = metrics.pop(train.TELEMETRY, {})
-        counts = metrics.pop(metric_fns.COUNTS, {})
+        telemetry = metrics.telemetry
         logs = {name: float(value) for name, value in metrics.items()}
-        logs.update(metric_fns.finish(checks.metrics, counts))
+        logs.update(metric_fns.finish(checks.metrics, metrics.counts))
         if checks.val_data is not None:
             val = train.evaluate(checks.net, checks.loss, trees[0], checks.val_data,
                                  state=trees[1], metrics=checks.metrics)

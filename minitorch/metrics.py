@@ -10,23 +10,88 @@ A metric is either
   finishes them. Metrics that are not means, such as F1, need this: the mean of per-batch
   F1 scores is not the F1 score of the epoch.
 
-Pass them by name: ``fit(..., metrics={"f1": metrics.F1(10), "top3": top3})``. In a step's
-metrics, counted metrics sit under ``metrics["counts"]`` (kept apart by structure, as
-telemetry is), and the epoch reports the finished value under the metric's name.
+Pass them by name: ``fit(..., metrics={"f1": metrics.F1(10), "top3": top3})``. A step
+reports a :class:`StepMetrics`: read as a dict of its means (``metrics["loss"]``,
+``metrics["top3"]``), with counted metrics' per-batch counts in ``metrics.counts`` and a
+telemetry step's statistics in ``metrics.telemetry``, apart by structure; the epoch reports
+a counted metric's finished value under its name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+import jax
 import jax.numpy as jnp
 
 from minitorch.errors import ArgumentError, DTypeError, ShapeError, check_int
 from minitorch.nn.core import Array
 
-COUNTS = "counts"  # where a step's metrics hold the per-batch counts of counted metrics
+
+@jax.tree_util.register_pytree_node_class
+class StepMetrics(Mapping[str, Any]):
+    """What a training or evaluation step reports, as a pytree of four fields.
+
+    - ``loss``: the batch's loss, a scalar;
+    - ``means``: other batch means by name (``"accuracy"``, user metric functions, a custom
+      objective's metrics), scalars;
+    - ``counts``: counted metrics' (:class:`Metric`) per-batch counts by metric name;
+    - ``telemetry``: a telemetry step's statistics by name (``"grad_norm/3"``, ...;
+      :mod:`minitorch.monitor`), empty in a plain step.
+
+    It reads as a dict of the means, the loss first: ``metrics["loss"]``,
+    ``metrics["accuracy"]``, ``dict(metrics)``, ``metrics.items()``; counts and telemetry
+    are kept apart by structure, so any metric name is free. ``jit``, ``scan``, ``pmean`` and
+    ``device_get`` see its leaves (a scanned epoch stacks them, ``(steps,)`` each).
+
+    Example::
+
+        params, opt_state, metrics = step(params, opt_state, (x, y), key)
+        print(float(metrics["loss"]), {k: float(v) for k, v in metrics.items()})
+    """
+
+    __slots__ = ("counts", "loss", "means", "telemetry")
+    FIELDS = ("loss", "means", "counts", "telemetry")  # the order of the pytree's children
+
+    def __init__(self, loss: Any, means: Mapping[str, Any] | None = None,
+                 counts: Mapping[str, Any] | None = None,
+                 telemetry: Mapping[str, Any] | None = None):
+        self.loss = loss
+        self.means = dict(means or {})
+        self.counts = dict(counts or {})
+        self.telemetry = dict(telemetry or {})
+
+    def __getitem__(self, name: str) -> Any:
+        return self.loss if name == "loss" else self.means[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield "loss"
+        yield from self.means
+
+    def __len__(self) -> int:
+        return 1 + len(self.means)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
+        return f"StepMetrics({fields})"
+
+    def replace(self, **fields: Any) -> StepMetrics:
+        """A copy with the given fields replaced (``metrics.replace(telemetry={})``)."""
+        given = {name: getattr(self, name) for name in self.FIELDS}
+        return StepMetrics(**{**given, **fields})
+
+    def tree_flatten(self) -> tuple[tuple[Any, ...], None]:
+        return (self.loss, self.means, self.counts, self.telemetry), None
+
+    @classmethod
+    def tree_unflatten(cls, _: None, children: Any) -> StepMetrics:
+        # Built without __init__: JAX may unflatten with placeholder leaves.
+        metrics = object.__new__(cls)
+        for name, value in zip(cls.FIELDS, children):
+            object.__setattr__(metrics, name, value)
+        return metrics
 
 
 @runtime_checkable
@@ -106,9 +171,9 @@ def check(metrics: Mapping[str, MetricLike] | None, where: str) -> dict[str, Met
         raise ArgumentError(f"{where}: metrics must be a dict of name -> metric function or "
                             f"Metric, received {type(metrics).__name__}")
     for name, metric in metrics.items():
-        if not isinstance(name, str) or name in ("loss", COUNTS, "telemetry"):
+        if not isinstance(name, str) or name == "loss":
             raise ArgumentError(f"{where}: metric names must be strings other than 'loss', "
-                                f"'counts' and 'telemetry', received {name!r}")
+                                f"received {name!r}")
         if not (isinstance(metric, Metric) or callable(metric)):
             raise ArgumentError(f"{where}: metric {name!r} must be a function (outputs, "
                                 f"targets) -> scalar or a Metric, received "
@@ -117,18 +182,16 @@ def check(metrics: Mapping[str, MetricLike] | None, where: str) -> dict[str, Met
 
 
 def compute(metrics: Mapping[str, MetricLike], outputs: Array, targets: Array
-            ) -> dict[str, Any]:
-    """One batch's metrics: means by name, counted metrics' counts under ``"counts"``."""
-    out: dict[str, Any] = {}
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One batch's metrics: ``(means by name, counted metrics' counts by name)``."""
+    means: dict[str, Any] = {}
     counted = {}
     for name, metric in metrics.items():
         if isinstance(metric, Metric):
             counted[name] = metric.counts(outputs, targets)
         else:
-            out[name] = jnp.asarray(metric(outputs, targets), jnp.float32)
-    if counted:
-        out[COUNTS] = counted
-    return out
+            means[name] = jnp.asarray(metric(outputs, targets), jnp.float32)
+    return means, counted
 
 
 def finish(metrics: Mapping[str, MetricLike], counts: Mapping[str, Any]) -> dict[str, float]:

@@ -11,11 +11,11 @@ extra return, right after the params::
 
     params, state, opt_state, metrics = step(params, state, opt_state, (x, y), key)
 
-``metrics`` holds ``"loss"`` and, when the targets are integer class ids of the outputs,
-``"accuracy"``. With ``axis_name`` the gradients, metrics (and, through ``BatchNorm(axis_name=)``,
-batch statistics) are averaged with ``lax.pmean``, so the step runs under ``jax.pmap``;
-the same step runs unchanged under ``jax.jit`` with a sharded batch (see
-:mod:`minitorch.parallel`).
+``metrics`` is a :class:`~minitorch.metrics.StepMetrics`, read as a dict: ``"loss"`` and,
+when the targets are integer class ids of the outputs, ``"accuracy"``. With ``axis_name``
+the gradients, metrics (and, through ``BatchNorm(axis_name=)``, batch statistics) are
+averaged with ``lax.pmean``, so the step runs under ``jax.pmap``; the same step runs
+unchanged under ``jax.jit`` with a sharded batch (see :mod:`minitorch.parallel`).
 
 Nothing here is required: a step is ``net.apply``, a loss, ``jax.value_and_grad`` and an
 optax update, and the README shows how to write one by hand.
@@ -36,15 +36,12 @@ from minitorch import freeze, monitor, optim
 from minitorch import metrics as metric_fns
 from minitorch.data import num_examples
 from minitorch.errors import ArgumentError, check_int
-from minitorch.metrics import MetricLike
+from minitorch.metrics import MetricLike, StepMetrics
 from minitorch.nn.containers import resolve_state
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, State
 
 Batch = Any  # a pytree of arrays with a leading batch axis, typically (inputs, targets)
-Metrics = dict[str, Array]
-# Where a step's metrics hold its telemetry: metrics["telemetry"] = {"grad_norm/3": ..., ...}.
-# Kept apart by structure, so any metric name (even one with a "/") is an ordinary metric.
-TELEMETRY = "telemetry"
+Metrics = StepMetrics
 Loss = Callable[[Array, Array], Array]
 # A custom objective: (params, batch, key) -> loss, or (loss, metrics dict).
 Objective = Callable[[Params, Batch, PRNGKey], Any]
@@ -75,7 +72,7 @@ def _class_ids(outputs: Any, targets: Any) -> bool:
             and jnp.ndim(outputs) == jnp.ndim(targets) + 1)
 
 
-def classification_metrics(outputs: Array, targets: Array) -> Metrics:
+def classification_metrics(outputs: Array, targets: Array) -> dict[str, Array]:
     """``{"accuracy": ...}`` when ``targets`` are integer class ids of ``outputs (..., C)``."""
     if _class_ids(outputs, targets):
         return {"accuracy": (outputs.argmax(axis=-1) == targets).mean(dtype=jnp.float32)}
@@ -132,16 +129,15 @@ def supervised_objective(net: Layer, loss: Loss, *, accuracy: bool = True,
         value = loss(outputs, y)
         if checked:
             value_checks(x, y, outputs, value)
-        extra = classification_metrics(outputs, y) if accuracy else {}
-        extra.update(metric_fns.compute(user_metrics, outputs, y))
-        if telemetry:
-            extra[TELEMETRY] = _flat("act", monitor.activation_stats(net, captured))
-        return value, ({"loss": value, **extra}, state)
+        means = classification_metrics(outputs, y) if accuracy else {}
+        user_means, counts = metric_fns.compute(user_metrics, outputs, y)
+        stats = _flat("act", monitor.activation_stats(net, captured)) if telemetry else {}
+        return value, (StepMetrics(value, {**means, **user_means}, counts, stats), state)
 
     return objective
 
 
-def _flat(prefix: str, stats: dict[str, Any]) -> Metrics:
+def _flat(prefix: str, stats: dict[str, Any]) -> dict[str, Array]:
     """``{"1": {"mean": m}}`` -> ``{"act_mean/1": m}``: flat scalar metrics for the history."""
     flat = {}
     for where, entry in stats.items():
@@ -153,7 +149,7 @@ def _flat(prefix: str, stats: dict[str, Any]) -> Metrics:
     return flat
 
 
-def telemetry_metrics(grads: Params, updates: Params, params: Params) -> Metrics:
+def telemetry_metrics(grads: Params, updates: Params, params: Params) -> dict[str, Array]:
     """Gradient norms per layer, mean and variance per parameter array, and update-to-weight
     ratios, as flat metrics (``grad_norm/3``, ``param_mean/3.W``, ``update_ratio/3.W``, ...)."""
     return {**_flat("grad_norm", monitor.grad_norms(grads)),
@@ -163,11 +159,20 @@ def telemetry_metrics(grads: Params, updates: Params, params: Params) -> Metrics
 
 def _custom_objective(objective: Objective) -> Callable:
     def wrapped(params, state, batch, key):
-        out = objective(params, batch, key)
-        value, metrics = out if isinstance(out, tuple) else (out, {})
-        return value, ({"loss": value, **metrics}, state)
+        value, metrics = objective_metrics(objective(params, batch, key))
+        return value, (metrics, state)
 
     return wrapped
+
+
+def objective_metrics(out: Any) -> tuple[Array, StepMetrics]:
+    """A custom objective's ``loss`` or ``(loss, {name: value})`` as the loss and its
+    :class:`StepMetrics`."""
+    value, means = out if isinstance(out, tuple) else (out, {})
+    if "loss" in means:
+        raise ArgumentError("custom objective: its metrics dict must not hold 'loss' (the "
+                            "loss it returns is reported as 'loss'); name it otherwise")
+    return value, StepMetrics(value, means)
 
 
 def make_step(net: Layer | None, loss: Loss | Objective,
@@ -196,7 +201,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         checkify``); a failed check raises ValueError after the step. For debugging: it
         costs a few reductions per step, and donates nothing, so the arrays passed in stay
         valid when a check fails.
-      telemetry: add ``metrics["telemetry"]``, a dict computed inside the step: every
+      telemetry: fill ``metrics.telemetry``, a dict computed inside the step: every
         layer's gradient norm
         (``grad_norm/i``), every parameter's mean and variance (``param_mean/i.W``,
         ``param_var/i.W``) and update-to-weight ratio (``update_ratio/i.W``), and every
@@ -216,7 +221,7 @@ def make_step(net: Layer | None, loss: Loss | Objective,
         (``["head"]``, ``["4"]``), every other stays bit-unchanged.
       metrics: user metrics by name (:mod:`minitorch.metrics`): functions ``(outputs,
         targets) -> scalar`` (batch means) or ``Metric`` objects, whose per-batch counts
-        go under ``metrics["counts"]``.
+        go in ``metrics.counts``.
 
     Returns:
       ``step(params, opt_state, batch, key) -> (params, opt_state, metrics)``, or for a net
@@ -296,12 +301,20 @@ def _guard_donation(compiled: Callable, names: tuple[str, ...]) -> Callable:
         donated[0] = id(args[0])
         try:
             return compiled(*trees, *args[n:])
-        except Exception as err:  # jaxlib's ValueError or JaxRuntimeError
-            if "donat" not in str(err):
+        except Exception:
+            # Told by the arrays' state, not the message: a deleted or twice-held buffer.
+            if not _unsafe_to_donate(trees):
                 raise
             return compiled(*donatable(trees, names, "step"), *args[n:])
 
     return step
+
+
+def _unsafe_to_donate(trees: Any) -> bool:
+    """Whether ``trees`` hold a deleted (donated) array or one array twice."""
+    leaves = jax.tree.leaves(trees)
+    return (len(set(map(id, leaves))) < len(leaves)
+            or any(getattr(leaf, "is_deleted", bool)() for leaf in leaves))
 
 
 def donatable(trees: Any, names: tuple[str, ...], where: str) -> tuple:
@@ -384,8 +397,8 @@ def make_update(net: Layer | None, loss: Loss | Objective,
             grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         if telemetry:
-            metrics = {**metrics, TELEMETRY: {**metrics.get(TELEMETRY, {}),
-                                              **telemetry_metrics(grads, updates, params)}}
+            metrics = metrics.replace(telemetry={**metrics.telemetry, **telemetry_metrics(
+                grads, updates, params)})
         return optax.apply_updates(params, updates), state, opt_state, metrics
 
     return update
@@ -402,15 +415,13 @@ def make_eval_step(net: Layer | None, loss: Loss | Objective, *, axis_name: Any 
 
     def eval_step(params, batch, state=None):
         if net is None:
-            out = cast(Objective, loss)(params, batch, None)
-            value, extra = out if isinstance(out, tuple) else (out, {})
-            metrics = {"loss": value, **extra}
+            _, metrics = objective_metrics(cast(Objective, loss)(params, batch, None))
         else:
             x, y = _unpack(batch)
             outputs, _ = _forward(net, params, state, x, None, train=False)
-            metrics = {"loss": cast(Loss, loss)(outputs, y),
-                       **classification_metrics(outputs, y),
-                       **metric_fns.compute(user_metrics, outputs, y)}
+            user_means, counts = metric_fns.compute(user_metrics, outputs, y)
+            metrics = StepMetrics(cast(Loss, loss)(outputs, y),
+                                  {**classification_metrics(outputs, y), **user_means}, counts)
         return jax.lax.pmean(metrics, axis_name) if axis_name is not None else metrics
 
     return jax.jit(eval_step) if jit else eval_step
@@ -462,11 +473,10 @@ def evaluate(net: Layer | None, loss: Loss | Objective, params: Params, data: An
     counts: Any = None
     for i in range(0, count, batch_size):
         batch = jax.tree.map(lambda a, i=i: a[i:i + batch_size], tuple(data))
-        found = dict(eval_step(params, batch, state))
-        batch_counts = found.pop(metric_fns.COUNTS, None)
-        if batch_counts is not None:
-            counts = batch_counts if counts is None else jax.tree.map(jnp.add, counts,
-                                                                       batch_counts)
+        found = eval_step(params, batch, state)
+        if found.counts:
+            counts = found.counts if counts is None else jax.tree.map(jnp.add, counts,
+                                                                       found.counts)
         size = min(batch_size, count - i)
         for name, value in found.items():
             totals[name] = totals.get(name, 0.0) + float(value) * size

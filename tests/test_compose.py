@@ -272,8 +272,8 @@ class SeeingInsideTest(parameterized.TestCase):
                              (x_of((6, 4)), jnp.array([0, 1, 2, 0, 1, 2])), None)
         for key in ("act_mean/1.mlp.1", "act_dead/2.1", "grad_norm/1.norm", "grad_norm/1.mlp.0",
                     "param_mean/3.1.W", "update_ratio/1.mlp.2.b"):
-            self.assertIn(key, metrics["telemetry"])
-            self.assertTrue(np.isfinite(metrics["telemetry"][key]))
+            self.assertIn(key, metrics.telemetry)
+            self.assertTrue(np.isfinite(metrics.telemetry[key]))
 
     def test_checkpoint_round_trip_by_path(self):
         net = transformer_like()

@@ -297,9 +297,9 @@ def test_scan_and_steps_report_the_same_custom_metrics(n, batch, probe_every):
     np.testing.assert_allclose([scan["rows"], steps["rows"]], expected_rows, rtol=1e-6)
     np.testing.assert_allclose(scan["loss"], steps["loss"], rtol=1e-5)
     if probe_every:
-        assert set(scan["telemetry"]) == set(steps["telemetry"])
-        for key in scan["telemetry"]:
-            np.testing.assert_allclose(scan["telemetry"][key], steps["telemetry"][key],
+        assert set(scan.telemetry) == set(steps.telemetry)
+        for key in scan.telemetry:
+            np.testing.assert_allclose(scan.telemetry[key], steps.telemetry[key],
                                        rtol=1e-4, atol=1e-6)
     else:
         assert "telemetry" not in scan and "telemetry" not in steps

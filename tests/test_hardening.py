@@ -212,6 +212,23 @@ def test_reusing_donated_params_says_so_without_a_runtime_log(capfd):
         quiet_fit(net, (x, y), params=first[0])
 
 
+def test_donated_arrays_in_new_containers_are_told_by_their_state():
+    """The check the step skips (a params container it has not seen) is made after the call
+    fails, from the arrays' state: the same clear error, whatever jaxlib's message says."""
+    net, opt = mlp(), optim.sgd(0.1)
+    params = net.init(jax.random.key(0))
+    opt_state = opt.init(params)
+    step = train.make_step(net, LOSS, opt)
+    batch = tuple(map(jnp.asarray, data(8)))
+    step(params, opt_state, batch, None)
+    rebuilt = jax.tree.map(lambda a: a, params)  # new lists and dicts, the deleted arrays
+    with pytest.raises(ValueError, match=r"step: params holds arrays that were donated"):
+        step(rebuilt, opt_state, batch, None)
+    fresh = net.init(jax.random.key(1))
+    with pytest.raises(ShapeError):  # any other failure passes through as it is
+        step(fresh, opt.init(fresh), (batch[0][:, :2], batch[1]), None)
+
+
 def test_an_optimiser_state_holding_the_params_trains_with_the_defaults():
     opt = optax.contrib.prodigy(1.0)
     net = mlp()

@@ -73,7 +73,7 @@ def test_epochs_report_user_metrics_of_the_steps_they_ran(runner):
                        jax.random.key(0), 0)
     outputs = net.apply(params, x)
     f1 = metrics.F1(3)
-    np.testing.assert_allclose(f1.value(result["counts"]["f1"]),
+    np.testing.assert_allclose(f1.value(result.counts["f1"]),
                                f1_score(y, np.argmax(outputs, 1), average="macro"), atol=1e-6)
     np.testing.assert_allclose(result["top2"], top2(outputs, y), atol=1e-6)
 
@@ -146,3 +146,44 @@ def test_f1_checks_shapes_instead_of_broadcasting():
         f1.counts(outputs, np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]])
     with pytest.raises(DTypeError, match="F1: expected integer class ids, received float32"):
         f1.counts(outputs, np.zeros(5, np.float32))
+
+
+def test_step_metrics_read_as_a_dict_and_move_as_a_pytree():
+    """A step's metrics: the means by name (loss first), counts and telemetry apart by
+    structure; through jit, scan stacking, pmean and device_get the four fields survive."""
+    net, opt = mlp(), optim.sgd(0.1)
+    params = net.init(jax.random.key(0))
+    x, y = map(jnp.asarray, data(12))
+    step = train.make_step(net, LOSS, opt, donate=False,
+                           metrics={"top2": top2, "f1": metrics.F1(3)})
+    _, _, found = step(params, opt.init(params), (x, y), None)
+    assert isinstance(found, metrics.StepMetrics)
+    assert list(found) == ["loss", "accuracy", "top2"] and len(found) == 3
+    assert set(found.counts) == {"f1"} and found.telemetry == {}
+    np.testing.assert_allclose(found["loss"], LOSS(net.apply(params, x), y), rtol=1e-6)
+    np.testing.assert_allclose(found["top2"], top2(net.apply(params, x), y), rtol=1e-6)
+    assert dict(found) == {"loss": found.loss, **found.means}
+    leaves, tree = jax.tree.flatten(found)
+    rebuilt = jax.tree.unflatten(tree, [2 * leaf for leaf in leaves])
+    np.testing.assert_allclose(rebuilt["loss"], 2 * found["loss"])
+    chex.assert_trees_all_equal(rebuilt.counts["f1"], jax.tree.map(lambda c: 2 * c,
+                                                                   found.counts["f1"]))
+    stacked = jax.tree.map(lambda *v: jnp.stack(v), found, found)
+    assert stacked["accuracy"].shape == (2,) and stacked.counts["f1"]["tp"].shape == (2, 3)
+    mean = jax.pmap(lambda m: jax.lax.pmean(m, "d"), axis_name="d")(
+        jax.tree.map(lambda v: v[None], found))
+    np.testing.assert_allclose(mean["loss"][0], found["loss"], rtol=1e-6)
+    assert "StepMetrics(loss=" in repr(found)
+    with pytest.raises(KeyError):
+        found["telemetry"]
+
+
+def test_a_custom_objective_reporting_its_own_loss_is_refused():
+    def objective(params, batch, key):
+        loss = jnp.sum(params["w"] ** 2)
+        return loss, {"loss": loss}
+
+    step = train.make_step(None, objective, optim.sgd(0.1), donate=False)
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ArgumentError, match=r"must not hold 'loss'"):
+        step(params, optim.sgd(0.1).init(params), None, None)

@@ -98,8 +98,8 @@ def test_step_and_fit_record_telemetry():
     import chex
     chex.assert_trees_all_close(new, new_plain, rtol=1e-6)  # telemetry changes nothing
     grads = jax.grad(lambda p: losses.softmax_cross_entropy(n.apply(p, x), y))(params)
-    telemetry = metrics["telemetry"]   # apart from the metrics, by structure
-    assert set(metrics) == set(m_plain) | {"telemetry"}
+    telemetry = metrics.telemetry   # apart from the metrics, by structure
+    assert set(metrics) == set(m_plain) and not m_plain.telemetry
     np.testing.assert_allclose(telemetry["grad_norm/3"], monitor.grad_norms(grads)["3"],
                                rtol=1e-5)
     np.testing.assert_allclose(telemetry["param_mean/0.W"], np.mean(params[0]["W"]), rtol=1e-5)
@@ -126,13 +126,13 @@ def test_step_records_telemetry_at_the_interval_the_caller_chooses():
     for i in range(4):
         p_plain, o_plain, m_plain = plain(p_plain, o_plain, (x, y), None)
         p, o, metrics = step(p, o, (x, y), None, telemetry=i % 2 == 0)
-        recorded.append("telemetry" in metrics)
+        recorded.append(bool(metrics.telemetry))
         np.testing.assert_allclose(metrics["loss"], m_plain["loss"], rtol=1e-6)
     assert recorded == [True, False, True, False]
     assert set(metrics) == set(m_plain)  # an unrecorded call returns the plain metrics
     chex.assert_trees_all_close(p, p_plain, rtol=1e-6)
     _, _, default = step(p, o, (x, y), None)  # the default records
-    assert "act_dead/1" in default["telemetry"]
+    assert "act_dead/1" in default.telemetry
 
 
 def test_pmapped_step_chooses_telemetry_per_call():
@@ -150,7 +150,7 @@ def test_pmapped_step_chooses_telemetry_per_call():
     _, _, recorded = jax.pmap(step, axis_name="batch", in_axes=(0, 0, 0, None))(*args)
     _, _, plain = jax.pmap(partial(step, telemetry=False), axis_name="batch",
                            in_axes=(0, 0, 0, None))(*args)
-    assert "grad_norm/0" in recorded["telemetry"] and "telemetry" not in plain
+    assert "grad_norm/0" in recorded.telemetry and not plain.telemetry
     np.testing.assert_allclose(recorded["loss"], plain["loss"], rtol=1e-6)
 
 
@@ -214,13 +214,13 @@ def test_telemetry_switch_with_state_and_checks():
     *_, recorded = step(params, state, opt.init(params), (x, y), None)
     p_plain, s_plain, _, plain = step(params, state, opt.init(params), (x, y), None,
                                       telemetry=False)
-    assert "act_dead/2" in recorded["telemetry"] and "telemetry" not in plain
+    assert "act_dead/2" in recorded.telemetry and not plain.telemetry
     chex.assert_trees_all_close(s_plain, step(params, state, opt.init(params), (x, y),
                                               None)[1])
     checked = train.make_step(net(), losses.softmax_cross_entropy, opt, telemetry=True,
                               checked=True)
     p0 = net().init(jax.random.key(0))
-    assert "grad_norm/0" in checked(p0, opt.init(p0), (x, y), None)[2]["telemetry"]
+    assert "grad_norm/0" in checked(p0, opt.init(p0), (x, y), None)[2].telemetry
     assert "telemetry" not in checked(p0, opt.init(p0), (x, y), None, telemetry=False)[2]
     with pytest.raises(ValueError, match="labels are class ids outside"):
         checked(p0, opt.init(p0), (x, y + 5), None, telemetry=False)
