@@ -19,8 +19,12 @@
    the device two ahead) against `fit` over the same arrays in memory (the compiled epoch),
    and against a hand-written loop of the jit'd step over the same loader; fit's epoch
    times (its history, after the compiling first).
+4. Grouped convolutions (XLA's own convolution kernels on the CPU, not an im2col matmul):
+   the digits CNN with its second convolution grouped (``groups=4``), and a 1-D variant
+   over the images' rows (``Conv1D``, grouped), each as the bare scanned epoch against the
+   bare stepped epoch: what ``fit(loop="auto")`` chooses between.
 
-Run: python benchmarks/fit_overhead.py [--rounds 15] [--parts iris digits streamed]
+Run: python benchmarks/fit_overhead.py [--rounds 15] [--parts iris digits streamed grouped]
 """
 
 from __future__ import annotations
@@ -163,6 +167,47 @@ def digits_candidates():
     return {"bare scan epoch": scan, "bare steps epoch": steps, "fit": run_fit}, epochs, fit_state
 
 
+def grouped_candidates():
+    """Bare scanned and stepped epochs of grouped-convolution nets (2-D and 1-D)."""
+    from digits_cnn import load
+
+    (x, y), _, _ = load()
+    nets = {
+        "Conv2D groups=4": (nn.Net([
+            nn.Conv2D(1, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2D(16, 32, 3, padding=1, groups=4), nn.ReLU(), nn.MaxPool2D(2),
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 10)]), x),
+        "Conv1D groups=4": (nn.Net([
+            nn.Conv1D(8, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv1D(16, 32, 3, padding=1, groups=4), nn.ReLU(), nn.MaxPool1D(2),
+            nn.Flatten(), nn.Linear(32 * 4, 10)]), x.reshape(-1, 8, 8)),
+    }
+    opt, epochs, candidates = optim.sgd(0.05, momentum=0.9), 3, {}
+    for name, (net, inputs) in nets.items():
+        update = train.make_update(net, losses.softmax_cross_entropy, opt)
+        state = {"params": net.init(jax.random.key(0))}
+        state["opt"] = opt.init(state["params"])
+        data = (jnp.asarray(inputs), jnp.asarray(y))
+        candidates[f"{name} scan"] = bare_epochs(make_epoch(update, len(x), 32), state, data,
+                                                 epochs)
+        candidates[f"{name} steps"] = bare_epochs(make_epoch_steps(update, len(x), 32),
+                                                  state, data, epochs)
+    return candidates, epochs
+
+
+def report_grouped(rounds: int) -> None:
+    candidates, epochs = grouped_candidates()
+    times = interleaved(candidates, rounds=rounds)
+    per_epoch = {k: [t / epochs for t in v] for k, v in times.items()}
+    print(f"\ngrouped convolutions (1293 examples, batch 32), {rounds} rounds, "
+          f"median ms/epoch:")
+    for net in ("Conv2D groups=4", "Conv1D groups=4"):
+        r, spread = ratio_spread(per_epoch, f"{net} scan", f"{net} steps")
+        print(f"  {net}: scan {1e3 * median(per_epoch[f'{net} scan']):7.1f}, steps "
+              f"{1e3 * median(per_epoch[f'{net} steps']):7.1f} ms/epoch; scan / steps "
+              f"{r:.2f} (+-{spread:.2f})")
+
+
 def streamed_candidates(epochs: int = 4):
     """Per-epoch seconds of fit streamed from a DataLoader, fit in memory, and a hand-written
     loop over the same loader (each run's first epoch, which compiles, left out)."""
@@ -225,7 +270,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--parts", nargs="+", default=["iris", "digits", "streamed"],
-                        choices=["iris", "digits", "streamed"])
+                        choices=["iris", "digits", "streamed", "grouped"])
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if "iris" in args.parts:
@@ -234,6 +279,8 @@ def main() -> None:
         report_digits(args.rounds)
     if "streamed" in args.parts:
         report_streamed(args.rounds)
+    if "grouped" in args.parts:
+        report_grouped(args.rounds)
     print(f"\nmachine after: {machine()}")
 
 

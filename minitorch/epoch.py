@@ -9,8 +9,8 @@ order, keys and metrics:
 
 - :func:`make_epoch`: the whole epoch as one compiled ``lax.scan`` (one dispatch);
 - :func:`make_epoch_steps`: one dispatch that shuffles and slices every batch on the
-  device, then one dispatch per step, for layers that run slower inside a loop
-  (``Layer.scans_well()``).
+  device, then one dispatch per step (``fit(loop="steps")``), for a step that runs slower
+  inside a compiled loop than alone.
 
 Metrics are structured, not named: a step reports a
 :class:`~minitorch.metrics.StepMetrics` (loss, means, counts, and the telemetry a probing

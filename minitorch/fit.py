@@ -162,8 +162,8 @@ def fit(net: Layer | None, loss: Callable, optimizer: optax.GradientTransformati
         ``jax.make_array_from_process_local_data``; arrays must then be the same in every
         process.
       loop: ``"scan"`` (the epoch is one ``lax.scan``), ``"steps"`` (one dispatch per
-        step) or ``"auto"``: scan, unless one of the net's layers says it runs slower
-        inside a loop (``Layer.scans_well()``: a grouped ``Conv2D`` on the CPU).
+        step) or ``"auto"``, which scans: measured faster for every net tried, grouped
+        convolutions on the CPU included (benchmarks/RESULTS.md, "fit overhead").
 
     Returns:
       A :class:`Fitted` ``(params, opt_state, history)``, or for a net with stateful layers
@@ -276,7 +276,7 @@ def _epoch_runner(net: Layer | None, loss: Callable, optimizer: optax.GradientTr
                                        on_step=bar.on_step, place=_placement(mesh))
         return lambda params, state, opt_state, stream, key, index: streamed(
             params, state, opt_state, stream.batches(index), key, index)
-    if loop == "steps" or (loop == "auto" and net is not None and not net.scans_well()):
+    if loop == "steps":
         return make_epoch_steps(update, plan.num_examples, plan.batch_size,
                                 shuffle=plan.shuffle, drop_last=plan.drop_last, probe=probe,
                                 probe_every=plan.probe_every, on_step=bar.on_step)

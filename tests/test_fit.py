@@ -167,13 +167,6 @@ def test_bad_loop_mode():
         fit(mlp(), LOSS, optim.sgd(0.1), data(), epochs=1, batch_size=10, loop="fast")
 
 
-def test_auto_loop_steps_only_through_grouped_convolutions_on_cpu():
-    plain = nn.Net([nn.Conv2D(2, 4, 3), nn.ReLU(), nn.Flatten()])
-    grouped = nn.Net([nn.Linear(4, 4), nn.Residual(nn.Net([nn.Conv2D(2, 4, 3, groups=2)]))])
-    assert plain.scans_well()
-    assert grouped.scans_well() == (jax.default_backend() != "cpu")
-
-
 @pytest.mark.parametrize("probe_every", [None, 3])
 def test_on_step_reports_every_step_every_steps_and_can_be_switched_off(probe_every):
     """``on_step`` sees 4, 8, ... of 10 full steps (chunks without a probe, a per-step check

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -111,12 +110,6 @@ class Conv2D(_Conv):
     """
 
     spatial: ClassVar[int] = 2
-
-    def scans_well(self) -> bool:
-        # XLA:CPU's own convolution kernels (used for grouped convolutions; an ungrouped
-        # one is an im2col matmul there) run ~3x slower inside a while loop than as
-        # top-level kernels (benchmarks/RESULTS.md, "fit overhead").
-        return self.groups == 1 or jax.default_backend() != "cpu"
 
 
 class Conv1D(_Conv):

@@ -126,13 +126,6 @@ class Layer:
         wrapper's single child, sharing the wrapper's params tree and path)."""
         return ()
 
-    def scans_well(self) -> bool:
-        """Whether this layer runs about as fast inside a ``lax.scan`` (a compiled loop of
-        steps) as step by step; ``fit(loop="auto")`` steps through nets where one does
-        not. A container scans well when all its sub-layers do; a leaf whose kernels
-        slow down inside loops overrides this."""
-        return all(layer.scans_well() for _, layer in self.children())
-
     def labels(self) -> list[tuple[int | str | None, Layer]]:
         """``(label, layer)`` per sub-layer as errors name it: an index for a numbered
         sub-layer (``layer 2``), the path element for a named one (``attn``,
