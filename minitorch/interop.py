@@ -12,8 +12,8 @@ param's PyTorch name is its minitorch path with the layer's own names swapped:
 minitorch layer (params, state)   PyTorch module's ``state_dict``                 stored
 ================================  =============================================  ==========
 ``Linear`` ``W``, ``b``           ``weight`` (out, in), ``bias``                  transposed
-``Conv1D``/``Conv2D`` ``W``, ``b`` ``weight``, ``bias``                          as is
-``ConvTranspose2D`` ``W``, ``b``  ``weight``, ``bias``                           as is
+``Conv1D/2D/3D`` ``W``, ``b``     ``weight``, ``bias``                           as is
+``ConvTranspose1D/2D/3D`` W, b    ``weight``, ``bias``                           as is
 ``BatchNorm`` ``scale``, ``bias``  ``weight``, ``bias``; state ``mean``, ``var``, as is
  ``num_batches_tracked``          ``running_mean``, ``running_var``,
                                   ``num_batches_tracked``
@@ -52,7 +52,7 @@ from minitorch.errors import ArgumentError
 from minitorch.nn.activations import PReLU
 from minitorch.nn.attention import MultiHeadAttention
 from minitorch.nn.composite import Param
-from minitorch.nn.conv import ConvTranspose2D, _Conv
+from minitorch.nn.conv import _Conv, _ConvTranspose
 from minitorch.nn.core import Layer, Params, State
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
@@ -165,14 +165,14 @@ def _own_names(layer: Layer, params: Params) -> list[_Tensor]:
     return [_Tensor(path, (path,)) for path in _leaf_paths(params)]
 
 
-_FAMILIES: tuple[tuple[type, Callable[[Any, Params], list[_Tensor]]], ...] = (
+_FAMILIES: tuple[tuple[type | tuple[type, ...], Callable[[Any, Params], list[_Tensor]]], ...] = (
     (Linear, _linear), (BatchNorm, _batch_norm), (LayerNorm, _norm), (GroupNorm, _norm),
     (RMSNorm, _norm), (Embedding, lambda layer, params: [_Tensor("weight", ("W",))]),
     (PReLU, lambda layer, params: [_Tensor("weight", ("a",))]),
     (MultiHeadAttention, _attention), (_Recurrent, _recurrent), (Param, _own_names),
     # Convolutions store W and b in PyTorch's layouts.
-    (_Conv, lambda layer, params: _renamed(params, {"W": "weight", "b": "bias"})),
-    (ConvTranspose2D, lambda layer, params: _renamed(params, {"W": "weight", "b": "bias"})),
+    ((_Conv, _ConvTranspose), lambda layer, params: _renamed(params, {"W": "weight",
+                                                                       "b": "bias"})),
 )
 
 

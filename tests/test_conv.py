@@ -207,7 +207,7 @@ class ConvTranspose2DTest(chex.TestCase):
         with pytest.raises(ValueError, match=r"ConvTranspose2D: output_padding 2 must be "
                                              r"smaller than stride \(2, 2\)"):
             nn.ConvTranspose2D(2, 2, 3, stride=2, output_padding=2)
-        with pytest.raises(ValueError, match="padding and output_padding must be ints or pairs"):
+        with pytest.raises(ValueError, match="padding and output_padding must be ints or tuples"):
             nn.ConvTranspose2D(2, 2, 3, padding="same")
         layer = nn.ConvTranspose2D(2, 4, 3)
         net = nn.Net([nn.ReLU(), layer])
@@ -258,3 +258,60 @@ def test_mixed_dtypes_promote_as_linear_does(make, shape, x_dtype, param_dtype):
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     grads = jax.jit(jax.grad(lambda p, v: jnp.sum(layer.apply(p, v)), argnums=(0, 1)))(params, x)
     assert grads[1].dtype == x.dtype and grads[0]["W"].dtype == params["W"].dtype
+
+
+# (spatial axes, kernel, stride, padding, dilation, groups, input size per axis)
+CASES_ND = [
+    (1, 3, 2, 1, 1, 2, (9,)),
+    (2, (2, 3), (1, 2), (1, 0), (2, 1), 1, (6, 7)),
+    (3, 3, 1, 1, 1, 1, (4, 5, 3)),
+    (3, (2, 3, 1), (2, 1, 1), (0, 1, 0), (1, 2, 1), 2, (5, 6, 3)),
+]
+
+
+@pytest.mark.parametrize("n, kernel, stride, padding, dilation, groups, sizes", CASES_ND)
+def test_nd_convolutions_and_transposes_equal_pytorch(n, kernel, stride, padding, dilation,
+                                                      groups, sizes):
+    """Conv1D/2D/3D and ConvTranspose1D/2D/3D: one N-D class each, values and gradients
+    (eager and under jit) as torch.nn.functional.conv{n}d / conv_transpose{n}d."""
+    import torch
+
+    conv = getattr(nn, f"Conv{n}D")(4, 6, kernel, stride, padding, dilation=dilation,
+                                    groups=groups)
+    extra = tuple(s - 1 for s in conv.stride)  # the largest output_padding allowed
+    transpose = getattr(nn, f"ConvTranspose{n}D")(4, 6, kernel, stride, padding,
+                                                  output_padding=extra,
+                                                  dilation=conv.dilation, groups=groups)
+    rng = np.random.default_rng(n)
+    for layer, theirs in ((conv, lambda t: getattr(torch.nn.functional, f"conv{n}d")(
+            t["x"], t["W"], t["b"], stride=conv.stride, padding=conv.padding,
+            dilation=conv.dilation, groups=groups)),
+                          (transpose, lambda t: getattr(
+                              torch.nn.functional, f"conv_transpose{n}d")(
+            t["x"], t["W"], t["b"], stride=transpose.stride, padding=transpose.padding,
+            output_padding=extra, groups=groups, dilation=transpose.dilation))):
+        arrays = {k: np.asarray(v) for k, v in layer.init(jax.random.key(0)).items()}
+        arrays["b"] = rng.normal(size=6).astype(np.float32)
+        arrays["x"] = rng.normal(size=(2, 4, *sizes)).astype(np.float32)
+        assert_matches_torch(lambda a, layer=layer: layer.apply(
+            {k: a[k] for k in a if k != "x"}, a["x"]), theirs, arrays, rtol=1e-5, atol=1e-5)
+
+
+def test_3d_layers_float64_gradients_and_errors_naming_d_h_w():
+    conv, up = nn.Conv3D(2, 3, 2, padding=1), nn.ConvTranspose3D(2, 3, 2, stride=2)
+    x = np.random.default_rng(0).normal(size=(2, 2, 2, 3, 2))
+    check_layer_grads(conv, conv.init(jax.random.key(0)), x)
+    check_layer_grads(up, up.init(jax.random.key(1)), x)
+    assert conv.init(jax.random.key(0))["W"].shape == (3, 2, 2, 2, 2)
+    assert up.init(jax.random.key(0))["W"].shape == (2, 3, 2, 2, 2)
+    net = nn.Net([nn.ReLU(), nn.Conv3D(2, 3, 3)])
+    with pytest.raises(ShapeError, match=r"^layer 1 \(Conv3D\): expected input of shape "
+                                         r"\(N, 2, D, H, W\), received \(1, 2, 4, 4\)$"):
+        net.apply(net.init(jax.random.key(0)), jnp.ones((1, 2, 4, 4)))
+    with pytest.raises(ShapeError, match=r"\(Conv3D\): expected input of spatial size \(D, H, W\) "
+                                         r"at least \(3, 3, 3\)"):
+        net.apply(net.init(jax.random.key(0)), jnp.ones((1, 2, 2, 4, 4)))
+    with pytest.raises(ShapeError, match=r"^ConvTranspose1D: expected input of shape "
+                                         r"\(N, 2, L\)"):
+        nn.ConvTranspose1D(2, 2, 3).apply(nn.ConvTranspose1D(2, 2, 3).init(
+            jax.random.key(0)), jnp.ones((1, 2, 4, 4)))

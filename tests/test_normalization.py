@@ -95,12 +95,14 @@ class BatchNormTest(chex.TestCase):
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
         chex.assert_trees_all_equal(new, state)
 
-    @parameterized.parameters(((8, 4), "1d"), ((8, 4, 6), "1d"), ((8, 4, 5, 5), "2d"))
+    @parameterized.parameters(((8, 4), "1d"), ((8, 4, 6), "1d"), ((8, 4, 5, 5), "2d"),
+                              ((4, 4, 3, 4, 5), "3d"))
     def test_matches_pytorch_over_several_steps_in_both_modes(self, shape, kind):
         torch = pytest.importorskip("torch")
         layer = nn.BatchNorm(4, momentum=0.3)
         params, state = layer.init(jax.random.key(0)), layer.init_state()
-        module = (torch.nn.BatchNorm1d if kind == "1d" else torch.nn.BatchNorm2d)(4, momentum=0.3)
+        module = {"1d": torch.nn.BatchNorm1d, "2d": torch.nn.BatchNorm2d,
+                  "3d": torch.nn.BatchNorm3d}[kind](4, momentum=0.3)
         rng = np.random.default_rng(2)
         for _ in range(3):
             x = rng.normal(0.5, 2.0, size=shape).astype(np.float32)

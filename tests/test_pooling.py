@@ -87,3 +87,42 @@ class Pooling1DTest(chex.TestCase):
             nn.AvgPool1D(2).apply({}, jnp.ones((4, 5)))
         with pytest.raises(ValueError, match="MaxPool1D: padding 2 must be at most half"):
             nn.MaxPool1D(3, padding=2)
+
+
+# (spatial axes, kernel, stride, padding, input size per axis)
+CASES_ND = [
+    (1, 2, None, 0, (9,)),
+    (1, 3, 2, 1, (8,)),
+    (2, 2, None, 0, (7, 9)),
+    (3, 2, None, 0, (4, 5, 6)),           # non-overlapping tiles, a ragged edge
+    (3, (3, 2, 3), (2, 1, 2), (1, 0, 1), (5, 4, 6)),
+    (3, 3, 1, "same", (3, 4, 3)),
+]
+
+
+@pytest.mark.parametrize("n, kernel, stride, padding, sizes", CASES_ND)
+@pytest.mark.parametrize("kind", ["Max", "Avg"])
+def test_nd_pooling_equals_pytorch(n, kernel, stride, padding, sizes, kind):
+    """MaxPool1D/2D/3D and AvgPool1D/2D/3D: one pooling path, values and gradients (eager
+    and under jit) as torch.nn.functional.{max,avg}_pool{n}d."""
+    import torch
+
+    layer = getattr(nn, f"{kind}Pool{n}D")(kernel, stride, padding)
+    pads = resolve_padding(padding, sizes, layer.kernel_size, layer.stride, (1,) * n, "t")
+    x = distinct(np.random.default_rng(n), (2, 3, *sizes)).astype(np.float32)  # no ties
+
+    def theirs(t):
+        padded = torch.nn.functional.pad(t["x"], [p for pair in reversed(pads) for p in pair],
+                                         value=-torch.inf if kind == "Max" else 0.0)
+        pool = getattr(torch.nn.functional, f"{kind.lower()}_pool{n}d")
+        return pool(padded, layer.kernel_size, layer.stride)
+
+    assert_matches_torch(lambda a: layer.apply({}, a["x"]), theirs, {"x": x},
+                         rtol=1e-5, atol=1e-6)
+
+
+def test_3d_pooling_names_its_axes_d_h_w():
+    with pytest.raises(ShapeError, match=r"^MaxPool3D: expected input of shape "
+                                         r"\(N, C, D, H, W\), received \(2, 3, 4, 4\)$"):
+        nn.MaxPool3D(2).apply({}, jnp.ones((2, 3, 4, 4)))
+    assert nn.AvgPool3D((1, 2, 3)).stride == (1, 2, 3)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import ShapeError, check_int
-from minitorch.nn.checks import check_float, check_key, check_params
+from minitorch.nn.checks import check_float, check_key, check_params, name_of
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
 from minitorch.validate import flag, float_dtype, positive_int, real, renamed_argument
 
@@ -139,7 +139,8 @@ class PReLU(Layer):
         a = params["a"]
         if self.num_parameters > 1:
             if jnp.ndim(x) < 2 or x.shape[1] != self.num_parameters:
-                raise ShapeError("PReLU", f"expected input of shape (N, {self.num_parameters}, "
-                                 f"...) (channels on axis 1), received {jnp.shape(x)}")
+                raise ShapeError(name_of(self), f"expected input of shape (N, "
+                                 f"{self.num_parameters}, ...) (channels on axis 1), received "
+                                 f"{jnp.shape(x)}")
             a = a.reshape((-1,) + (1,) * (x.ndim - 2))
         return jnp.where(x >= 0, x, a * x)

@@ -139,7 +139,7 @@ class MultiHeadAttention(Layer):
         weights = jax.nn.softmax(scores, axis=-1)
         if train and self.dropout > 0.0:
             if key is None:
-                raise KeyArgError("MultiHeadAttention", f"expected a PRNG key with train=True "
+                raise KeyArgError(name_of(self), f"expected a PRNG key with train=True "
                                   f"and dropout={self.dropout} (pass key=...), received None")
             check_key(self, key)
             weights = drop(key, self.dropout, weights)
@@ -172,17 +172,17 @@ class MultiHeadAttention(Layer):
     def _inputs(self, x: Any) -> tuple[Array, Array]:
         pair = isinstance(x, (tuple, list))
         if pair and len(x) != 2:
-            raise ShapeError("MultiHeadAttention", f"expected x (N, L, E) or a pair (query, "
+            raise ShapeError(name_of(self), f"expected x (N, L, E) or a pair (query, "
                              f"context), received a sequence of {len(x)}")
         query, context = (x[0], x[1]) if pair else (x, x)
         e = self.embed_dim
         for name, value, axis in (("input", query, "L"), ("context", context, "S")):
             check_float(self, value)
             if jnp.ndim(value) != 3 or jnp.shape(value)[-1] != e:
-                raise ShapeError("MultiHeadAttention", f"expected {name} of shape "
+                raise ShapeError(name_of(self), f"expected {name} of shape "
                                  f"(N, {axis}, {e}), received {jnp.shape(value)}")
         if pair and query.shape[0] != context.shape[0]:
-            raise ShapeError("MultiHeadAttention", f"expected query and context with the same "
+            raise ShapeError(name_of(self), f"expected query and context with the same "
                              f"batch size, received {query.shape} and {context.shape}")
         return query, context
 
@@ -194,7 +194,7 @@ class MultiHeadAttention(Layer):
         if mask is not None:
             dtype = jnp.result_type(mask)
             if dtype != jnp.bool_:
-                raise DTypeError("MultiHeadAttention", f"expected a boolean mask (True where "
+                raise DTypeError(name_of(self), f"expected a boolean mask (True where "
                                  f"attention is allowed), received {dtype}")
             shape = tuple(jnp.shape(mask))
             if shape == (n, source):
@@ -202,7 +202,7 @@ class MultiHeadAttention(Layer):
             elif len(shape) == 4 and all(m in (1, f) for m, f in zip(shape, full)):
                 allowed = mask
             else:
-                raise ShapeError("MultiHeadAttention", f"expected a mask of shape (N, S) = "
+                raise ShapeError(name_of(self), f"expected a mask of shape (N, S) = "
                                  f"{(n, source)} or broadcastable to (N, num_heads, L, S) = "
                                  f"{full}, received {shape}")
         return allowed

@@ -1,4 +1,6 @@
-"""Convolutions as in PyTorch: ``Conv1D`` (NCL), ``Conv2D`` (NCHW) and ``ConvTranspose2D``."""
+"""Convolutions as in PyTorch: ``Conv1D`` (NCL), ``Conv2D`` (NCHW), ``Conv3D`` (NCDHW) and
+their transposes ``ConvTranspose1D/2D/3D``: one class each for the N-D layer, the 1/2/3-D
+ones fix its number of spatial axes."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ from jax import lax
 
 from minitorch.errors import ArgumentError, ShapeError
 from minitorch.nn import init as initializers
-from minitorch.nn.checks import check_float, check_key, check_params, check_shape
+from minitorch.nn.checks import check_float, check_key, check_params, check_shape, name_of
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
 from minitorch.nn.geometry import Padding, conv_output_size, resolve_padding, spatial_axes
-from minitorch.validate import as_pair, as_tuple, flag, float_dtype, positive_int, renamed_argument
+from minitorch.validate import as_tuple, flag, float_dtype, positive_int, renamed_argument
 
 
 def _check_groups(owner: str, in_channels: Any, out_channels: Any,
@@ -38,8 +40,8 @@ def _kernel_params(layer: Any, key: PRNGKey, shape: tuple[int, ...]) -> Params:
 
 
 class _Conv(Layer):
-    """The convolution shared by ``Conv1D`` and ``Conv2D`` (``spatial`` axes after N, C);
-    both run :func:`convolve`."""
+    """The convolution shared by ``Conv1D``, ``Conv2D`` and ``Conv3D`` (``spatial`` axes
+    after N, C); all run :func:`convolve`."""
 
     spatial: ClassVar[int]
     in_channels: int
@@ -112,6 +114,20 @@ class Conv2D(_Conv):
     spatial: ClassVar[int] = 2
 
 
+class Conv3D(_Conv):
+    """3-D convolution (cross-correlation, as ``torch.nn.Conv3d``) over ``(N, C, D, H, W)``
+    volumes.
+
+    Args: as :class:`Conv2D`, each an int or a triple ``(d, h, w)``.
+
+    Params: ``W (out_channels, in_channels // groups, kd, kh, kw)``, ``b (out_channels,)``.
+    Shapes: ``x (N, in_channels, D, H, W) -> y (N, out_channels, D_out, H_out, W_out)``,
+    each axis as :class:`Conv2D`'s.
+    """
+
+    spatial: ClassVar[int] = 3
+
+
 class Conv1D(_Conv):
     """1-D convolution (cross-correlation, as ``torch.nn.Conv1d``) over ``(N, C, L)`` inputs.
 
@@ -129,11 +145,11 @@ class Conv1D(_Conv):
 def convolve(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
              pads: tuple[tuple[int, int], ...], dilation: tuple[int, ...], groups: int) -> Array:
     """Cross-correlation of ``x (N, C, *spatial)`` with ``w (O, C // groups, *kernel)``, plus
-    an optional bias ``(O,)``, as PyTorch's ``conv1d`` / ``conv2d``.
+    an optional bias ``(O,)``, as PyTorch's ``conv1d`` / ``conv2d`` / ``conv3d``.
 
     An ungrouped 2-D convolution lowered for the CPU runs as one matmul over channels-last
     patches (:func:`conv_as_matmul`), which XLA:CPU runs faster than its convolution;
-    everything else (1-D, where XLA's convolution measured faster, groups, other
+    everything else (1-D, where XLA's convolution measured faster, 3-D, groups, other
     platforms) runs ``lax.conv_general_dilated``. The choice is made per platform at
     lowering (``lax.platform_dependent``), so an export for several platforms carries each
     its own formulation.
@@ -157,56 +173,59 @@ def convolve(x: Array, w: Array, b: Array | None, *, stride: tuple[int, ...],
     return y + b.reshape(-1, *(1,) * (x.ndim - 2)) if b is not None else y
 
 
-class ConvTranspose2D(Layer):
-    """The transpose (gradient) of a 2-D convolution, as ``torch.nn.ConvTranspose2d``.
+class _ConvTranspose(Layer):
+    """The transpose (gradient) of a convolution over ``spatial`` axes after N, C, as
+    ``torch.nn.ConvTranspose1d/2d/3d``; ``ConvTranspose1D/2D/3D`` fix ``spatial``.
 
     Args:
       in_channels, out_channels: channel counts C_in and C_out.
-      kernel_size, stride, dilation: an int or a pair.
-      padding: an int or a pair: ``dilation * (k - 1) - padding`` zeros are added around
+      kernel_size, stride, dilation: an int or a tuple of one per spatial axis.
+      padding: an int or a tuple: ``dilation * (k - 1) - padding`` zeros are added around
         the stride-dilated input (PyTorch's meaning).
-      output_padding: an int or a pair, smaller than ``stride`` or ``dilation``: extra rows
-        and columns on the bottom and right, to reach the input size of the strided
+      output_padding: an int or a tuple, smaller than ``stride`` or ``dilation``: extra
+        outputs at the end of each axis, to reach the input size of the strided
         convolution this one inverts.
       groups, bias, init, dtype: as :class:`Conv2D`.
 
-    Params: ``W (in_channels, out_channels // groups, kh, kw)`` (PyTorch's layout),
+    Params: ``W (in_channels, out_channels // groups, *kernel_size)`` (PyTorch's layout),
     ``b (out_channels,)``.
-    Shapes: ``x (N, in_channels, H, W) -> y (N, out_channels, H_out, W_out)`` with
-    ``H_out = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1``.
+    Shapes: ``x (N, in_channels, *spatial) -> y (N, out_channels, *spatial_out)``, each
+    ``out = (size - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1``.
     """
 
+    spatial: ClassVar[int]
     in_channels: int
     out_channels: int
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    output_padding: tuple[int, int]
-    dilation: tuple[int, int]
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
     groups: int
     bias: bool
     weight_init: Any
     dtype: Any
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, *,
-                 output_padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
-                 groups: int = 1, bias: bool = True, init: Any = "he",
-                 dtype: Any = jnp.float32, weight_init: Any = None):
-        owner = type(self).__name__
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0, *,
+                 output_padding: int | tuple[int, ...] = 0,
+                 dilation: int | tuple[int, ...] = 1, groups: int = 1, bias: bool = True,
+                 init: Any = "he", dtype: Any = jnp.float32, weight_init: Any = None):
+        owner, n = type(self).__name__, self.spatial
         init = renamed_argument(owner, "init", init, "he", "weight_init", weight_init)
         in_channels, out_channels, groups = _check_groups(owner, in_channels, out_channels,
                                                           groups)
-        kernel_size = as_pair(kernel_size, "kernel_size", owner)
-        stride, dilation = as_pair(stride, "stride", owner), as_pair(dilation, "dilation", owner)
+        kernel_size = as_tuple(kernel_size, n, "kernel_size", owner)
+        stride = as_tuple(stride, n, "stride", owner)
+        dilation = as_tuple(dilation, n, "dilation", owner)
         if isinstance(padding, str) or isinstance(output_padding, str):
-            raise ArgumentError(f"{owner}: padding and output_padding must be ints or pairs, "
-                             f"received {padding!r} and {output_padding!r}")
-        pads = resolve_padding(padding, (1, 1), kernel_size, stride, dilation, owner)
-        extra = resolve_padding(output_padding, (1, 1), kernel_size, stride, dilation, owner)
+            raise ArgumentError(f"{owner}: padding and output_padding must be ints or tuples, "
+                                f"received {padding!r} and {output_padding!r}")
+        pads = resolve_padding(padding, (1,) * n, kernel_size, stride, dilation, owner)
+        extra = resolve_padding(output_padding, (1,) * n, kernel_size, stride, dilation, owner)
         if any(e >= max(s, d) for (e, _), s, d in zip(extra, stride, dilation)):
-            raise ArgumentError(f"{owner}: output_padding {output_padding!r} must be smaller than "
-                             f"stride {stride} or dilation {dilation}")
+            raise ArgumentError(f"{owner}: output_padding {output_padding!r} must be smaller "
+                                f"than stride {stride} or dilation {dilation}")
         initializers.resolve(init, owner=owner)
         set_fields(self, in_channels=in_channels, out_channels=out_channels,
                    kernel_size=kernel_size, stride=stride, padding=tuple(p for p, _ in pads),
@@ -226,28 +245,65 @@ class ConvTranspose2D(Layer):
               train: bool = False) -> Array:
         check_params(self, params)
         check_float(self, x)
-        check_shape(self, x, ("N", self.in_channels, "H", "W"))
+        n = self.spatial
+        check_shape(self, x, ("N", self.in_channels, *spatial_axes(n)))
         # A convolution of the stride-dilated input with the kernel flipped and its
         # in/out axes swapped within each group.
-        g, (kh, kw) = self.groups, self.kernel_size
-        w = params["W"].reshape(g, self.in_channels // g, self.out_channels // g, kh, kw)
-        w = w.transpose(0, 2, 1, 3, 4).reshape(self.out_channels, self.in_channels // g, kh, kw)
-        w = w[:, :, ::-1, ::-1]
+        g, kernel = self.groups, self.kernel_size
+        w = params["W"].reshape(g, self.in_channels // g, self.out_channels // g, *kernel)
+        w = jnp.swapaxes(w, 1, 2).reshape(self.out_channels, self.in_channels // g, *kernel)
+        w = jnp.flip(w, axis=tuple(range(2, 2 + n)))
         pads = [(d * (k - 1) - p, d * (k - 1) - p + e) for k, p, e, d in
-                zip(self.kernel_size, self.padding, self.output_padding, self.dilation)]
+                zip(kernel, self.padding, self.output_padding, self.dilation)]
         sizes = [(size - 1) * s + lo + hi - d * (k - 1) + 1 for size, s, (lo, hi), k, d in
-                 zip(x.shape[2:], self.stride, pads, self.kernel_size, self.dilation)]
+                 zip(x.shape[2:], self.stride, pads, kernel, self.dilation)]
         if min(sizes) < 1:
-            raise ShapeError("ConvTranspose2D", f"expected an input whose output is not "
-                             f"empty, received {tuple(x.shape)} (output size {tuple(sizes)} "
-                             f"with padding {self.padding})")
+            raise ShapeError(name_of(self), f"expected an input whose output is not empty, "
+                             f"received {tuple(x.shape)} (output size {tuple(sizes)} with "
+                             f"padding {self.padding})")
         x, w = promote(x, w)
-        y = lax.conv_general_dilated(x, w, window_strides=(1, 1),
-                                     padding=pads, lhs_dilation=self.stride,
-                                     rhs_dilation=self.dilation,
-                                     dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        y = lax.conv_general_dilated(x, w, window_strides=(1,) * n, padding=pads,
+                                     lhs_dilation=self.stride, rhs_dilation=self.dilation,
                                      feature_group_count=g)
-        return y + params["b"][:, None, None] if self.bias else y
+        return y + params["b"].reshape(-1, *(1,) * n) if self.bias else y
+
+
+class ConvTranspose1D(_ConvTranspose):
+    """The transpose of a 1-D convolution over ``(N, C, L)`` inputs, as
+    ``torch.nn.ConvTranspose1d``. Args, params and shapes as :class:`_ConvTranspose` with
+    one spatial axis: ``W (in_channels, out_channels // groups, k)``."""
+
+    spatial: ClassVar[int] = 1
+
+
+class ConvTranspose2D(_ConvTranspose):
+    """The transpose (gradient) of a 2-D convolution, as ``torch.nn.ConvTranspose2d``.
+
+    Args:
+      in_channels, out_channels: channel counts C_in and C_out.
+      kernel_size, stride, dilation: an int or a pair.
+      padding: an int or a pair: ``dilation * (k - 1) - padding`` zeros are added around
+        the stride-dilated input (PyTorch's meaning).
+      output_padding: an int or a pair, smaller than ``stride`` or ``dilation``: extra rows
+        and columns on the bottom and right, to reach the input size of the strided
+        convolution this one inverts.
+      groups, bias, init, dtype: as :class:`Conv2D`.
+
+    Params: ``W (in_channels, out_channels // groups, kh, kw)`` (PyTorch's layout),
+    ``b (out_channels,)``.
+    Shapes: ``x (N, in_channels, H, W) -> y (N, out_channels, H_out, W_out)`` with
+    ``H_out = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1``.
+    """
+
+    spatial: ClassVar[int] = 2
+
+
+class ConvTranspose3D(_ConvTranspose):
+    """The transpose of a 3-D convolution over ``(N, C, D, H, W)`` volumes, as
+    ``torch.nn.ConvTranspose3d``. Args, params and shapes as :class:`ConvTranspose2D` with
+    three spatial axes: ``W (in_channels, out_channels // groups, kd, kh, kw)``."""
+
+    spatial: ClassVar[int] = 3
 
 
 def promote(x: Array, w: Array) -> tuple[Array, Array]:
@@ -302,7 +358,7 @@ def check_window_fits(layer: Layer, shape: tuple[int, ...], kernel: tuple[int, .
     if min(out) < 1:
         window = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
         padded = tuple(size + p[0] + p[1] for size, p in zip(shape[2:], pads))
-        axes = "(H, W)" if len(kernel) == 2 else "(L,)"
+        axes = "(" + ", ".join(spatial_axes(len(kernel))) + (",)" if len(kernel) == 1 else ")")
         raise ShapeError(type(layer).__name__, f"expected input of spatial size {axes} at "
                          f"least {window} after padding, received {tuple(shape)} (padded "
                          f"to {padded})")

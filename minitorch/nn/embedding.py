@@ -8,7 +8,14 @@ import jax.numpy as jnp
 
 from minitorch.errors import DTypeError
 from minitorch.nn import init as initializers
-from minitorch.nn.checks import check_float, check_ids, check_key, check_params, check_shape
+from minitorch.nn.checks import (
+    check_float,
+    check_ids,
+    check_key,
+    check_params,
+    check_shape,
+    name_of,
+)
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
 from minitorch.validate import float_dtype, positive_int, renamed_argument
 
@@ -64,7 +71,7 @@ class Embedding(Layer):
             return x @ params["W"].T.astype(jnp.result_type(x, params["W"]))
         dtype = jnp.result_type(x)
         if not jnp.issubdtype(dtype, jnp.integer):
-            raise DTypeError("Embedding", f"expected integer ids, received {dtype}")
+            raise DTypeError(name_of(self), f"expected integer ids, received {dtype}")
         check_ids("Embedding", x, self.num_embeddings, "ids")
         # An id out of range (negative ones included) gives a row of NaN, never a clamped
         # row. The NaN is added to a clamped lookup rather than filled in by the gather or

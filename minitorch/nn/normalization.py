@@ -11,7 +11,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from minitorch.errors import ArgumentError, ShapeError
-from minitorch.nn.checks import check_float, check_key, check_params, check_shape, check_state
+from minitorch.nn.checks import (
+    check_float,
+    check_key,
+    check_params,
+    check_shape,
+    check_state,
+    name_of,
+)
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, State, set_fields
 from minitorch.nn.precision import at_least_f32
 from minitorch.validate import flag, float_dtype, is_int, positive_int, real
@@ -159,7 +166,7 @@ class GroupNorm(Layer):
         check_params(self, params)
         check_float(self, x)
         if jnp.ndim(x) < 2 or x.shape[1] != self.num_channels:
-            raise ShapeError("GroupNorm", f"expected input of shape (N, {self.num_channels}, "
+            raise ShapeError(name_of(self), f"expected input of shape (N, {self.num_channels}, "
                              f"...), received {jnp.shape(x)}")
         dtype = jnp.result_type(x, params["scale"], params["bias"])
         per_group = math.prod(x.shape[1:]) // self.num_groups  # explicit: N may be 0
@@ -202,7 +209,8 @@ class BatchNorm(Layer):
     State: ``mean (C,)`` (zeros), ``var (C,)`` (ones) and ``num_batches_tracked ()`` (int32
     zero, one more per training call, as PyTorch counts); kept apart from params, so
     gradients and optimisers never touch it.
-    Shapes: ``x (N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` -> ``y`` of the same shape;
+    Shapes: ``x (N, C)``, ``(N, C, L)``, ``(N, C, H, W)`` or ``(N, C, D, H, W)`` -> ``y`` of
+    the same shape;
     ``apply`` returns ``(y, new_state)``.
     """
 
@@ -235,10 +243,10 @@ class BatchNorm(Layer):
         check_params(self, params)
         check_state(self, state)
         check_float(self, x)
-        if not 2 <= jnp.ndim(x) <= 4 or x.shape[1] != self.num_features:
-            raise ShapeError("BatchNorm", f"expected input of shape (N, {self.num_features}), "
-                             f"(N, {self.num_features}, L) or (N, {self.num_features}, H, W), "
-                             f"received {jnp.shape(x)}")
+        if not 2 <= jnp.ndim(x) <= 5 or x.shape[1] != self.num_features:
+            c = self.num_features
+            raise ShapeError(name_of(self), f"expected input of shape (N, {c}), (N, {c}, L), "
+                             f"(N, {c}, H, W) or (N, {c}, D, H, W), received {jnp.shape(x)}")
         axes = (0, *range(2, x.ndim))
         channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector against x
         dtype = jnp.result_type(x, params["scale"])
@@ -262,7 +270,7 @@ class BatchNorm(Layer):
         """Per-channel mean and biased variance over ``axes`` (and ``axis_name``), and the count."""
         count = math.prod(x.shape[a] for a in axes)
         if count == 0:  # the mean of nothing is NaN, which would poison the running stats
-            raise ShapeError("BatchNorm", f"training needs at least one value per channel for "
+            raise ShapeError(name_of(self), f"training needs at least one value per channel for "
                                           f"the batch statistics, received shape {x.shape}")
         mean = x.mean(axis=axes)
         if self.axis_name is not None:

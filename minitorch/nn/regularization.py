@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from minitorch.errors import KeyArgError
 from minitorch.nn.bernoulli import bernoulli
-from minitorch.nn.checks import check_float, check_key, check_params
+from minitorch.nn.checks import check_float, check_key, check_params, name_of
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
 from minitorch.validate import real
 
@@ -32,7 +32,7 @@ class Dropout(Layer):
         if not train or self.rate == 0.0:
             return x
         if key is None:
-            raise KeyArgError("Dropout", "expected a PRNG key with train=True (pass key=...), "
+            raise KeyArgError(name_of(self), "expected a PRNG key with train=True (pass key=...), "
                               "received key=None; use train=False for evaluation")
         check_key(self, key)
         return dropout(key, self.rate, x)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from minitorch.errors import ArgumentError, ShapeError
-from minitorch.nn.checks import check_params
+from minitorch.nn.checks import check_params, name_of
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
 
 
@@ -36,7 +36,7 @@ class Flatten(Layer):
         check_params(self, params)
         shape = jnp.shape(x)
         if len(shape) < 2:
-            raise ShapeError("Flatten", f"expected input of shape (N, ...) with at least 2 "
+            raise ShapeError(name_of(self), f"expected input of shape (N, ...) with at least 2 "
                              f"axes, received {shape}")
         return reshape_examples(x, (shape[0], math.prod(shape[1:])))
 
@@ -62,7 +62,7 @@ class Reshape(Layer):
         known = math.prod(d for d in self.shape if d != -1)
         fits = size == known if -1 not in self.shape else size % known == 0 and size > 0
         if len(shape) < 1 or not fits:
-            raise ShapeError("Reshape", f"expected input of shape (N, ...) with "
+            raise ShapeError(name_of(self), f"expected input of shape (N, ...) with "
                              f"{'a multiple of ' if -1 in self.shape else ''}{known} elements "
                              f"per example to reshape to (N, {', '.join(map(str, self.shape))}), "
                              f"received {shape}")
