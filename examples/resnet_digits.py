@@ -5,7 +5,8 @@ for validation). Identity blocks are `Residual(f)` followed by a ReLU; the downs
 block adds a strided branch and a 1x1 projection with `Parallel(..., combine="sum")`.
 The training images are augmented with their eight one-pixel shifts; the loss is
 label-smoothed (0.1); SGD with Nesterov momentum follows a cosine schedule.
-Run: python examples/resnet_digits.py   (exits non-zero below its bar)
+Run: python examples/resnet_digits.py [seed] [--quick]   (exits non-zero below its bar;
+`--quick`, the test suite's run: the unshifted images for 6 epochs, against `QUICK_BAR`)
 """
 
 import sys
@@ -21,8 +22,10 @@ from minitorch.fit import fit
 # Measured, seeds 0-4: 99.44, 99.44, 98.61, 99.17, 99.17% (mean 99.17%), against
 # examples/digits_cnn.py's 99.44, 98.06, 98.61, 98.06, 98.33% (mean 98.50%): above it on
 # three seeds, equal on two; without the shifts 98.33% (seed 0).
+QUICK = "--quick" in sys.argv
 BAR = 0.985
-EPOCHS, BATCH = 8, 32
+QUICK_BAR = 0.93  # --quick (measured 96.94%, 98.06%: seeds 0, 1)
+EPOCHS, BATCH = (6, 32) if QUICK else (8, 32)
 
 
 def conv_norm(cin: int, cout: int, stride: int = 1) -> list[nn.Layer]:
@@ -67,7 +70,8 @@ def smoothed_xent(logits, labels):
 
 def main(seed: int = 0) -> int:
     train_data, val_data, test_data = load()
-    train_data = shifted(*train_data)
+    train_data = train_data if QUICK else shifted(*train_data)
+    bar = QUICK_BAR if QUICK else BAR
     net = resnet_digits()
     steps = EPOCHS * -(-len(train_data[0]) // BATCH)
     opt = optim.sgd(optax.cosine_decay_schedule(0.05, steps), momentum=0.9, nesterov=True,
@@ -80,10 +84,10 @@ def main(seed: int = 0) -> int:
     print(f"{nn.count_params(params):,} params; last epoch val accuracy "
           f"{100 * history['val_accuracy'][-1]:.2f}%")
     print(f"resnet digits: test accuracy {100 * test['accuracy']:.2f}% on "
-          f"{len(test_data[0])} images (bar {100 * BAR:.0f}%), {wall:.1f} s for {EPOCHS} "
+          f"{len(test_data[0])} images (bar {100 * bar:.0f}%), {wall:.1f} s for {EPOCHS} "
           f"epochs ({1e3 * np.median(history['time'][1:]):.0f} ms per epoch)")
-    return 0 if test["accuracy"] >= BAR else 1
+    return 0 if test["accuracy"] >= bar else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(*map(int, sys.argv[1:])))
+    sys.exit(main(*[int(a) for a in sys.argv[1:] if a != "--quick"]))

@@ -9,7 +9,8 @@ to the encoded source, the source's padding masked again). `fit` trains it on
 `forward` unpacks. The test score is the exact-match accuracy of greedy generation
 (`nn.generate` on the decoder, with the encoded source passed as `memory=` at every step)
 on dates it never saw.
-Run: python examples/seq2seq_dates.py [seed]   (exits non-zero below its bar)
+Run: python examples/seq2seq_dates.py [seed] [--quick]   (exits non-zero below its bar;
+`--quick`, the test suite's run: 8,000 dates for 4 epochs, against `QUICK_BAR`)
 """
 
 import datetime
@@ -24,8 +25,10 @@ import optax
 from minitorch import losses, nn
 from minitorch.fit import fit
 
+QUICK = "--quick" in sys.argv
 BAR = 0.97  # greedy exact match on held-out dates (measured 99.30%, 98.95%: seeds 0, 1)
-EPOCHS, BATCH, TRAIN, TEST = 4, 64, 20_000, 2_000
+QUICK_BAR = 0.70  # --quick (measured 81.80%, 89.60%: seeds 0, 1)
+EPOCHS, BATCH, TRAIN, TEST = (4, 64, 8_000, 500) if QUICK else (4, 64, 20_000, 2_000)
 PAD, START = 0, 1  # ids: padding, the decoder's start; characters from 2
 SOURCE_LENGTH, TARGET_LENGTH = 32, 10  # "wednesday, september 30 1998"; "1998-09-30"
 FORMATS = ("%d %B %Y", "%B %d, %Y", "%b %d, %Y", "%d/%m/%Y", "%Y.%m.%d", "%a %d %b %Y",
@@ -201,14 +204,15 @@ def main(seed: int = 0) -> int:
     written_ids = greedy(model, params, vocab.encode(test_text, SOURCE_LENGTH))
     answers = [vocab.decode(row) for row in written_ids]
     exact = float(np.mean([a == b for a, b in zip(answers, test_iso)]))
+    bar = QUICK_BAR if QUICK else BAR
     for text, answer in list(zip(test_text, answers))[:4]:
         print(f"{text!r:32} -> {answer}")
     print(f"{nn.count_params(params):,} params, last epoch loss {history['loss'][-1]:.4f}, "
           f"{wall:.1f} s for {EPOCHS} epochs")
     print(f"seq2seq dates: exact match {exact:.2%} of {TEST} held-out dates "
-          f"(bar {BAR:.0%})")
-    return 0 if exact >= BAR else 1
+          f"(bar {bar:.0%})")
+    return 0 if exact >= bar else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    sys.exit(main(*[int(a) for a in sys.argv[1:] if a != "--quick"]))

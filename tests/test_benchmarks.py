@@ -22,6 +22,8 @@ from benchmarks.sequence_peers import (  # noqa: E402
 )
 from benchmarks.workloads import WORKLOADS  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the benchmark scripts, run small
+
 
 def test_compare_runs_and_reports_targets():
     run = subprocess.run(

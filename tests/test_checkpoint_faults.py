@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from minitorch.checkpoint import CheckpointManager
+
+pytestmark = pytest.mark.slow  # subprocesses killed mid-write
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 20

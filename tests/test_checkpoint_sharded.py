@@ -15,7 +15,8 @@ import safetensors.numpy
 from minitorch import checkpoint, nn, parallel
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 
-pytestmark = pytest.mark.cpu_only  # 8 virtual CPU devices
+# 8 virtual CPU devices; slow: sharded saves and loads on several meshes
+pytestmark = [pytest.mark.cpu_only, pytest.mark.slow]
 
 
 def sharded_state():

@@ -195,11 +195,15 @@ class CacheErrorTest(parameterized.TestCase):
             net.apply(params, ids(), mask=None)
 
 
-def argmax_by_recompute(model, params, prompt, steps):
-    x = prompt
-    for _ in range(steps):
-        nxt = jnp.argmax(model.apply(params, x)[:, -1], axis=-1).astype(x.dtype)
-        x = jnp.concatenate([x, nxt[:, None]], axis=1)
+def argmax_by_recompute(model, params, prompt, steps, **inputs):
+    """Greedy decoding without a cache: the whole sequence recomputed at every step, by one
+    compiled forward over the final length, zero-padded (the model is causal: position t
+    never sees the padding after it)."""
+    forward = jax.jit(lambda x: model.apply(params, x, **inputs))
+    length = prompt.shape[1]
+    x = jnp.zeros((prompt.shape[0], length + steps), prompt.dtype).at[:, :length].set(prompt)
+    for t in range(length, length + steps):
+        x = x.at[:, t].set(jnp.argmax(forward(x)[:, t - 1], axis=-1).astype(x.dtype))
     return x
 
 
@@ -244,11 +248,8 @@ class GenerateTest(parameterized.TestCase):
         prompt = ids(n=3, length=1, seed=2)
         got = nn.generate(model, params, prompt, LENGTH - 1, memory=memory,
                           memory_mask=memory_mask)
-        x = prompt
-        for _ in range(LENGTH - 1):  # argmax by recompute, the memory given every time
-            logits = model.apply(params, x, memory=memory, memory_mask=memory_mask)
-            x = jnp.concatenate([x, jnp.argmax(logits[:, -1], -1).astype(x.dtype)[:, None]], 1)
-        np.testing.assert_array_equal(got, x)
+        np.testing.assert_array_equal(got, argmax_by_recompute(  # the memory every time
+            model, params, prompt, LENGTH - 1, memory=memory, memory_mask=memory_mask))
         other = nn.generate(model, params, prompt, LENGTH - 1, memory=-memory,
                             memory_mask=memory_mask)
         self.assertFalse(bool(jnp.all(other == got)))  # the memory is read, not ignored

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # fresh processes compared bit for bit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = """

@@ -1,4 +1,10 @@
-"""Every example reaches its printed bar (each exits non-zero when it misses)."""
+"""Every example reaches its printed bar (each exits non-zero when it misses).
+
+The examples whose full run takes minutes (``QUICK``) run in the suite with ``--quick``:
+less data and fewer epochs, against a shorter bar each states beside its full one. Their
+full runs, the bars the README quotes, are marked ``full``: ``pytest -m full`` runs them.
+Every test here is ``slow`` (a subprocess that trains), out of the fast tier.
+"""
 
 import os
 import subprocess
@@ -8,6 +14,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+pytestmark = pytest.mark.slow
 
 # (script, a line its output must contain)
 CASES = [
@@ -31,6 +38,9 @@ CASES = [
     ("streamed_digits.py", "streamed digits: test accuracy"),
     ("torch_interop.py", "torch interop: export same classes: yes"),
 ]
+# Minutes in full: in the suite with --quick, in full under the `full` marker.
+QUICK = {"char_transformer.py", "char_lstm.py", "seq2seq_dates.py", "resnet_digits.py",
+         "names_mlp.py", "vit_digits.py"}
 GENERATE = {"char_transformer.py", "char_lstm.py"}  # print 8 names drawn with nn.generate
 WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they save PNGs
 
@@ -43,8 +53,20 @@ def run(script, *args, **env_vars):
 
 @pytest.mark.parametrize("script, expected", CASES)
 def test_example_reaches_its_bar(script, expected, tmp_path):
+    """In full, or with --quick for the examples in QUICK."""
+    check_example(script, expected, tmp_path, quick=script in QUICK)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("script, expected", [c for c in CASES if c[0] in QUICK])
+def test_example_reaches_its_full_bar(script, expected, tmp_path):
+    check_example(script, expected, tmp_path, quick=False)
+
+
+def check_example(script, expected, tmp_path, *, quick):
     out = tmp_path / ("spirals.png" if script == "spirals.py" else "plots")
-    result = run(script, out) if script in WRITES_PLOTS else run(script)
+    args = ([out] if script in WRITES_PLOTS else []) + (["--quick"] if quick else [])
+    result = run(script, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert expected in result.stdout, result.stdout
     if script in GENERATE:
@@ -59,7 +81,10 @@ def test_example_reaches_its_bar(script, expected, tmp_path):
 
 @pytest.mark.parametrize("script, args, expected", [
     ("digits_cnn.py", ("bfloat16",), "digits CNN (bfloat16 compute): test accuracy"),
-    ("char_transformer.py", (0, "bfloat16"), "char transformer (bfloat16 compute): validation"),
+    ("char_transformer.py", (0, "bfloat16", "--quick"),
+     "char transformer (bfloat16 compute): validation"),
+    pytest.param("char_transformer.py", (0, "bfloat16"),
+                 "char transformer (bfloat16 compute): validation", marks=pytest.mark.full),
 ])
 def test_example_reaches_its_bar_in_mixed_precision(script, args, expected):
     """The same bars with float32 params and bfloat16 compute (nn.MixedPrecision)."""

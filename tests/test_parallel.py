@@ -12,7 +12,8 @@ from jax.sharding import PartitionSpec as P
 
 from minitorch import losses, nn, optim
 
-pytestmark = pytest.mark.cpu_only  # 8 virtual CPU devices
+# 8 virtual CPU devices; slow: 8-device pmap and sharded programs
+pytestmark = [pytest.mark.cpu_only, pytest.mark.slow]
 DEVICES = 8
 STEPS = 5
 

@@ -20,7 +20,8 @@ from minitorch.errors import ArgumentError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from char_transformer import char_transformer
 
-pytestmark = pytest.mark.cpu_only  # 8 virtual CPU devices
+# 8 virtual CPU devices; slow: 8-device sharded programs, compiled per mesh
+pytestmark = [pytest.mark.cpu_only, pytest.mark.slow]
 STEPS = 3
 LENGTH = 8  # tokens per sequence
 LAYOUTS = {  # name: (mesh axes, param_shardings keywords)

@@ -42,7 +42,7 @@ class LeakyReLU(_Activation):
     negative_slope: float = 0.01
 
     def __post_init__(self):
-        set_fields(self, negative_slope=real(self.negative_slope, "negative_slope", "LeakyReLU"))
+        set_fields(self, negative_slope=real(self.negative_slope, "negative_slope", name_of(self)))
 
     def fn(self, x: Array) -> Array:
         return jax.nn.leaky_relu(x, self.negative_slope)
@@ -68,7 +68,7 @@ class GELU(_Activation):
     approximate: bool = False
 
     def __post_init__(self):
-        set_fields(self, approximate=flag(self.approximate, "approximate", "GELU"))
+        set_fields(self, approximate=flag(self.approximate, "approximate", name_of(self)))
 
     def fn(self, x: Array) -> Array:
         return jax.nn.gelu(x, approximate=self.approximate)
@@ -123,10 +123,10 @@ class PReLU(Layer):
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = jnp.float32,
                  *, slope_init: float | None = None):
-        init = renamed_argument("PReLU", "init", init, 0.25, "slope_init", slope_init)
-        set_fields(self, num_parameters=positive_int(num_parameters, "num_parameters", "PReLU"),
-                   slope_init=real(init, "init", "PReLU"),
-                   dtype=float_dtype(dtype, "PReLU"))
+        owner = name_of(self)
+        init = renamed_argument(owner, "init", init, 0.25, "slope_init", slope_init)
+        set_fields(self, num_parameters=positive_int(num_parameters, "num_parameters", owner),
+                   slope_init=real(init, "init", owner), dtype=float_dtype(dtype, owner))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")

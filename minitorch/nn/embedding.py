@@ -46,17 +46,18 @@ class Embedding(Layer):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, init: Any = "normal",
                  dtype: Any = jnp.float32, weight_init: Any = None):
-        init = renamed_argument("Embedding", "init", init, "normal", "weight_init", weight_init)
-        initializers.resolve(init, owner="Embedding")
-        set_fields(self, num_embeddings=positive_int(num_embeddings, "num_embeddings", "Embedding"),
-                   embedding_dim=positive_int(embedding_dim, "embedding_dim", "Embedding"),
-                   weight_init=init, dtype=float_dtype(dtype, "Embedding"))
+        init = renamed_argument(name_of(self), "init", init, "normal", "weight_init", weight_init)
+        initializers.resolve(init, owner=name_of(self))
+        owner = name_of(self)
+        set_fields(self, num_embeddings=positive_int(num_embeddings, "num_embeddings", owner),
+                   embedding_dim=positive_int(embedding_dim, "embedding_dim", owner),
+                   weight_init=init, dtype=float_dtype(dtype, name_of(self)))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
         w_init = initializers.resolve(self.weight_init, in_axis=0, out_axis=1)
         shape = (self.num_embeddings, self.embedding_dim)
-        return {"W": initializers.make(w_init, key, shape, self.dtype, "Embedding")}
+        return {"W": initializers.make(w_init, key, shape, self.dtype, name_of(self))}
 
     def tensor_axes(self) -> Params:
         """The table is split by rows (vocabulary-parallel, as Megatron's embedding)."""
@@ -72,7 +73,7 @@ class Embedding(Layer):
         dtype = jnp.result_type(x)
         if not jnp.issubdtype(dtype, jnp.integer):
             raise DTypeError(name_of(self), f"expected integer ids, received {dtype}")
-        check_ids("Embedding", x, self.num_embeddings, "ids")
+        check_ids(name_of(self), x, self.num_embeddings, "ids")
         # An id out of range (negative ones included) gives a row of NaN, never a clamped
         # row. The NaN is added to a clamped lookup rather than filled in by the gather or
         # selected after it: the same values, and XLA:CPU compiles the convseq step in

@@ -7,7 +7,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from minitorch.nn import init as initializers
-from minitorch.nn.checks import check_float, check_key, check_params, check_shape
+from minitorch.nn.checks import check_float, check_key, check_params, check_shape, name_of
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields, split_key
 from minitorch.validate import flag, float_dtype, positive_int, renamed_argument
 
@@ -36,19 +36,19 @@ class Linear(Layer):
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  init: Any = "he", dtype: Any = jnp.float32, weight_init: Any = None):
-        init = renamed_argument("Linear", "init", init, "he", "weight_init", weight_init)
-        initializers.resolve(init, owner="Linear")  # fail early on an unknown name
-        set_fields(self, in_features=positive_int(in_features, "in_features", "Linear"),
-                   out_features=positive_int(out_features, "out_features", "Linear"),
-                   bias=flag(bias, "bias", "Linear"), weight_init=init,
-                   dtype=float_dtype(dtype, "Linear"))
+        init = renamed_argument(name_of(self), "init", init, "he", "weight_init", weight_init)
+        initializers.resolve(init, owner=name_of(self))  # fail early on an unknown name
+        set_fields(self, in_features=positive_int(in_features, "in_features", name_of(self)),
+                   out_features=positive_int(out_features, "out_features", name_of(self)),
+                   bias=flag(bias, "bias", name_of(self)), weight_init=init,
+                   dtype=float_dtype(dtype, name_of(self)))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
         w_key, _ = split_key(key, 2)
         w_init = initializers.resolve(self.weight_init, in_axis=0, out_axis=1)
         params = {"W": initializers.make(w_init, w_key, (self.in_features, self.out_features),
-                                         self.dtype, "Linear")}
+                                         self.dtype, name_of(self))}
         if self.bias:
             params["b"] = jnp.zeros((self.out_features,), self.dtype)
         return params

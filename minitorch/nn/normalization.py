@@ -47,10 +47,10 @@ class LayerNorm(Layer):
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, *,
                  elementwise_affine: bool = True, dtype: Any = jnp.float32):
-        set_fields(self, normalized_shape=_normalized_shape(normalized_shape, "LayerNorm"),
-                   eps=real(eps, "eps", "LayerNorm", above=0),
-                   elementwise_affine=flag(elementwise_affine, "elementwise_affine", "LayerNorm"),
-                   dtype=float_dtype(dtype, "LayerNorm"))
+        set_fields(self, normalized_shape=_normalized_shape(normalized_shape, name_of(self)),
+                   eps=real(eps, "eps", name_of(self), above=0),
+                   elementwise_affine=flag(elementwise_affine, "elementwise_affine", name_of(self)),
+                   dtype=float_dtype(dtype, name_of(self)))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -101,10 +101,10 @@ class RMSNorm(Layer):
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float | None = None, *,
                  dtype: Any = jnp.float32):
-        shape = _normalized_shape(normalized_shape, "RMSNorm")
+        shape = _normalized_shape(normalized_shape, name_of(self))
         if eps is not None:
-            eps = real(eps, "eps", "RMSNorm", above=0)
-        set_fields(self, normalized_shape=shape, eps=eps, dtype=float_dtype(dtype, "RMSNorm"))
+            eps = real(eps, "eps", name_of(self), above=0)
+        set_fields(self, normalized_shape=shape, eps=eps, dtype=float_dtype(dtype, name_of(self)))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -147,14 +147,14 @@ class GroupNorm(Layer):
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, *,
                  dtype: Any = jnp.float32):
-        groups = positive_int(num_groups, "num_groups", "GroupNorm")
-        channels = positive_int(num_channels, "num_channels", "GroupNorm")
+        groups = positive_int(num_groups, "num_groups", name_of(self))
+        channels = positive_int(num_channels, "num_channels", name_of(self))
         if channels % groups:
             raise ArgumentError(f"GroupNorm: num_groups={groups} must divide "
                              f"num_channels={channels}")
         set_fields(self, num_groups=groups, num_channels=channels,
-                   eps=real(eps, "eps", "GroupNorm", above=0),
-                   dtype=float_dtype(dtype, "GroupNorm"))
+                   eps=real(eps, "eps", name_of(self), above=0),
+                   dtype=float_dtype(dtype, name_of(self)))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")
@@ -223,10 +223,10 @@ class BatchNorm(Layer):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
                  axis_name: Any = None, dtype: Any = jnp.float32):
-        set_fields(self, num_features=positive_int(num_features, "num_features", "BatchNorm"),
-                   eps=real(eps, "eps", "BatchNorm", above=0),
-                   momentum=real(momentum, "momentum", "BatchNorm", minimum=0, maximum=1),
-                   axis_name=axis_name, dtype=float_dtype(dtype, "BatchNorm"))
+        set_fields(self, num_features=positive_int(num_features, "num_features", name_of(self)),
+                   eps=real(eps, "eps", name_of(self), above=0),
+                   momentum=real(momentum, "momentum", name_of(self), minimum=0, maximum=1),
+                   axis_name=axis_name, dtype=float_dtype(dtype, name_of(self)))
 
     def init(self, key: PRNGKey) -> Params:
         check_key(self, key, "init")

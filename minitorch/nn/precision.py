@@ -62,9 +62,9 @@ class MixedPrecision(Wrapper):
     def __init__(self, layer: Layer, compute_dtype: Any = "bfloat16",
                  output_dtype: Any = "float32"):
         super().__init__(layer)
-        set_fields(self, compute_dtype=float_dtype(compute_dtype, "MixedPrecision",
+        set_fields(self, compute_dtype=float_dtype(compute_dtype, type(self).__name__,
                                                    "compute_dtype"),
-                   output_dtype=float_dtype(output_dtype, "MixedPrecision", "output_dtype"))
+                   output_dtype=float_dtype(output_dtype, type(self).__name__, "output_dtype"))
 
     def run(self, params: Params, state: State, x: Any, *, key: PRNGKey | None = None,
             train: bool = False, tap: Tap | None = None, cache: Cache = None,

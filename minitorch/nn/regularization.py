@@ -23,7 +23,7 @@ class Dropout(Layer):
     rate: float = 0.5
 
     def __post_init__(self):
-        set_fields(self, rate=real(self.rate, "rate", "Dropout", minimum=0, below=1))
+        set_fields(self, rate=real(self.rate, "rate", name_of(self), minimum=0, below=1))
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False) -> Array:

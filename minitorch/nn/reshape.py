@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec
 from minitorch.errors import ArgumentError, ShapeError
 from minitorch.nn.checks import check_params, name_of
 from minitorch.nn.core import Array, Layer, Params, PRNGKey, set_fields
+from minitorch.validate import is_int
 
 
 def reshape_examples(x: Array, shape: Sequence[int]) -> Array:
@@ -47,11 +48,12 @@ class Reshape(Layer):
     shape: tuple[int, ...]
 
     def __init__(self, shape: tuple[int, ...] | int, *more: int):
-        shape = (shape, *more) if isinstance(shape, int) else tuple(shape) + more
-        if (sum(d == -1 for d in shape) > 1
-                or not all(isinstance(d, int) and (d >= 1 or d == -1) for d in shape)):
-            raise ArgumentError(f"Reshape: shape must be positive ints with at most one -1, "
-                             f"received {shape!r}")
+        given = (shape, *more) if not isinstance(shape, (tuple, list)) else (*shape, *more)
+        if (sum(d == -1 for d in given) > 1
+                or not all(is_int(d) and (d >= 1 or d == -1) for d in given)):
+            raise ArgumentError(f"{name_of(self)}: shape must be positive ints with at most "
+                                f"one -1, received {given!r}")
+        shape = tuple(int(d) for d in given)
         set_fields(self, shape=shape)
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
