@@ -48,7 +48,9 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from minitorch.errors import ArgumentError
+from minitorch.nn.containers import Container
 from minitorch.nn.core import Layer
+from minitorch.nn.paths import dotted
 from minitorch.validate import is_int
 
 DATA_AXIS = "data"
@@ -183,11 +185,6 @@ def _partition(shape: tuple[int, ...], tensor_axis: int | None, tensor: str | No
     return PartitionSpec(*parts)
 
 
-def _paths(tree: Any, is_leaf: Any) -> list[str]:
-    return [jax.tree_util.keystr(path)
-            for path, _ in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]]
-
-
 def param_shardings(layer: Layer, mesh: Mesh, *, fsdp: str | None = None,
                     tensor: str | None = None) -> Any:
     """``NamedSharding`` s shaped like ``layer``'s params, splitting them over ``mesh``.
@@ -219,16 +216,25 @@ def param_shardings(layer: Layer, mesh: Mesh, *, fsdp: str | None = None,
                             f"both are {fsdp!r}")
     fsdp_size = _axis_size(mesh, fsdp, "fsdp")
     tensor_size = _axis_size(mesh, tensor, "tensor")
-    spec = layer.param_spec
-    axes = layer.tensor_axes()
-    is_none = lambda x: x is None  # noqa: E731 - None marks a param kept whole
-    if _paths(axes, is_none) != _paths(spec, None):
-        raise TypeError(f"param_shardings: {type(layer).__name__}.tensor_axes() must be shaped "
-                        f"like its params {_paths(spec, None)}, received {_paths(axes, is_none)}")
-    return jax.tree.map(
-        lambda leaf, axis: NamedSharding(mesh, _partition(tuple(leaf.shape), axis, tensor,
-                                                          tensor_size, fsdp, fsdp_size)),
-        spec, axes, is_leaf=is_none)
+    return _layout(layer, lambda shape, axis: NamedSharding(
+        mesh, _partition(shape, axis, tensor, tensor_size, fsdp, fsdp_size)))
+
+
+def _layout(layer: Layer, place: Any) -> Any:
+    """``place(shape, declared tensor axis or None)`` for every param of ``layer``, in a tree
+    shaped like its params: a container's from its sub-layers', a leaf's from its own
+    declarations (:meth:`~minitorch.nn.Layer.tensor_axes`) matched by path."""
+    if isinstance(layer, Container):
+        return layer.pack([_layout(child, place) for _, child in layer.children()])
+    declared = layer.tensor_axes()
+
+    def axis_of(path: str) -> int | None:
+        named = [name for name in declared if path == name or path.endswith(f".{name}")]
+        return declared[max(named, key=len)] if named else None
+
+    return jax.tree_util.tree_map_with_path(
+        lambda key_path, leaf: place(tuple(leaf.shape), axis_of(dotted(key_path))),
+        layer.param_spec)
 
 
 def bytes_per_device(tree: Any) -> dict[Any, int]:

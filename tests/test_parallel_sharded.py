@@ -241,3 +241,36 @@ def test_optimiser_state_follows_the_params_eagerly_at_once_and_jitted_after_a_s
     assert held(jitted) == total(jitted)  # XLA places new zeros whole on every device ...
     _, jitted, _ = step(params, jitted, batch, None)
     assert held(jitted) < 0.2 * total(jitted)  # ... until the first step lays them out
+
+
+def test_a_users_layer_declares_its_axes_by_name_and_composites_gather_them():
+    """A leaf declares axes by param name or path, never a tree mirroring init's: a name
+    ends any path (every cell's ``W``), an undeclared param stays whole, and a name the
+    instance does not create declares nothing. Composites (and their own nn.Param arrays)
+    follow their sub-layers' declarations."""
+
+    class TwoTables(nn.Layer):
+        def init(self, key):
+            return {"left": {"W": jnp.zeros((8, 4))}, "right": {"W": jnp.zeros((8, 4)),
+                                                                "scale": jnp.ones(4)}}
+
+        def tensor_axes(self):
+            return {"W": 0, "right.W": 1, "bias": 0}  # "right.W" wins over "W"; no bias
+
+        def apply(self, params, x, *, key=None, train=False):
+            return x
+
+    class Model(nn.Composite):
+        tables: nn.Layer
+        head: nn.Layer
+        gate: nn.Layer
+
+        def forward(self, call, x):
+            return call("head", call("tables", x)) * call.param("gate")
+
+    mesh = parallel.make_mesh(data=2, model=4)
+    model = Model(TwoTables(), nn.Linear(4, 8), nn.Param((8,)))
+    spec = jax.tree.map(lambda s: s.spec, parallel.param_shardings(model, mesh, tensor="model"))
+    assert spec == {"tables": {"left": {"W": P("model", None)},
+                               "right": {"W": P(None, "model"), "scale": P(None)}},
+                    "head": {"W": P(None, "model"), "b": P("model")}, "gate": P(None)}

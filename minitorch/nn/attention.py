@@ -83,16 +83,11 @@ class MultiHeadAttention(Layer):
                 params[name]["b"] = jnp.zeros((e,), self.dtype)
         return params
 
-    def tensor_axes(self) -> Params:
+    def tensor_axes(self) -> dict[str, int]:
         """Split by heads: ``q``, ``k``, ``v`` by columns (their outputs are the heads, head
         after head), ``o`` by rows, so each device attends with its own heads and one
-        all-reduce sums the output projection."""
-        column, row = {"W": 1, "b": 0}, {"W": 0, "b": None}
-        axes = {name: dict(row if name == "o" else column) for name in PROJECTIONS}
-        if not self.bias:
-            for entry in axes.values():
-                del entry["b"]
-        return axes
+        all-reduce sums the output projection (its bias stays whole)."""
+        return {"q.W": 1, "q.b": 0, "k.W": 1, "k.b": 0, "v.W": 1, "v.b": 0, "o.W": 0}
 
     def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
         """For causal self-attention, the keys and values of up to ``max_length`` positions,

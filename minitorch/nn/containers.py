@@ -112,9 +112,6 @@ class Container(Layer):
         return self.pack([_named(label, layer, layer.init_cache, batch_size, max_length, dtype)
                           for label, layer in self.labels()])
 
-    def tensor_axes(self) -> Any:
-        return self.pack([layer.tensor_axes() for _, layer in self.children()])
-
     def apply(self, params: Params, x: Any, *, key: PRNGKey | None = None,
               train: bool = False, state: State = None, cache: Cache = None,
               **kwargs: Any) -> Any:

@@ -77,9 +77,9 @@ class _Conv(Layer):
         return _kernel_params(self, key, (self.out_channels, self.in_channels // self.groups,
                                           *self.kernel_size))
 
-    def tensor_axes(self) -> Params:
+    def tensor_axes(self) -> dict[str, int]:
         """Split by output channels (``W``'s axis 0 and ``b``)."""
-        return {"W": 0, "b": 0} if self.bias else {"W": 0}
+        return {"W": 0, "b": 0}
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False) -> Array:
@@ -237,9 +237,9 @@ class _ConvTranspose(Layer):
         return _kernel_params(self, key, (self.in_channels, self.out_channels // self.groups,
                                           *self.kernel_size))
 
-    def tensor_axes(self) -> Params:
+    def tensor_axes(self) -> dict[str, int]:
         """Split by output channels (``W``'s axis 1 and ``b``)."""
-        return {"W": 1, "b": 0} if self.bias else {"W": 1}
+        return {"W": 1, "b": 0}
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False) -> Array:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import Any, ClassVar, overload
 
 import jax
@@ -133,14 +134,19 @@ class Layer:
         extra level."""
         return [(label_of(name), layer) for name, layer in self.children()]
 
-    def tensor_axes(self) -> Any:
-        """For tensor parallelism (``parallel.param_shardings(..., tensor=)``): a tree shaped
-        like the params holding, per param, the axis split over the mesh's tensor axis, or
-        None to keep it whole. Nothing is split by default; a container gathers its
-        sub-layers' choices, and a layer with weights worth splitting (``Linear``,
-        convolutions, attention, recurrent layers, ``Embedding``) declares its own,
-        Megatron-style."""
-        return jax.tree.map(lambda _: None, self.param_spec)
+    def tensor_axes(self) -> Mapping[str, int]:
+        """For tensor parallelism (``parallel.param_shardings(..., tensor=)``): the axis of
+        each of this layer's own params that is split over the mesh's tensor axis, by the
+        param's name (``{"W": 1, "b": 0}``) or its path below the layer (``{"q.W": 1}``).
+
+        A name declares every param whose path ends with it (a stacked ``LSTM``'s
+        ``"W_ih"`` is each of its layers'); a param no name declares is kept whole, and a
+        name this instance does not create (``"b"`` without a bias) declares nothing. So
+        nothing mirrors ``init``'s tree. Nothing is split by default; a layer with weights
+        worth splitting (``Linear``, convolutions, attention, recurrent layers,
+        ``Embedding``) declares its own, Megatron-style, and a container's params are
+        declared by its sub-layers."""
+        return {}
 
     @functools.cached_property
     def param_spec(self) -> Params:

@@ -59,7 +59,7 @@ class Embedding(Layer):
         shape = (self.num_embeddings, self.embedding_dim)
         return {"W": initializers.make(w_init, key, shape, self.dtype, name_of(self))}
 
-    def tensor_axes(self) -> Params:
+    def tensor_axes(self) -> dict[str, int]:
         """The table is split by rows (vocabulary-parallel, as Megatron's embedding)."""
         return {"W": 0}
 

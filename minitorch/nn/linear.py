@@ -53,14 +53,12 @@ class Linear(Layer):
             params["b"] = jnp.zeros((self.out_features,), self.dtype)
         return params
 
-    def tensor_axes(self) -> Params:
+    def tensor_axes(self) -> dict[str, int]:
         """Megatron's pairing without knowing the neighbours: a widening projection (an
         MLP's up-projection) splits its columns, so its outputs stay split through the
         activation; a narrowing one (the down-projection) splits its rows, consuming them
         with one all-reduce."""
-        if self.out_features >= self.in_features:
-            return {"W": 1, "b": 0} if self.bias else {"W": 1}
-        return {"W": 0, "b": None} if self.bias else {"W": 0}
+        return {"W": 1, "b": 0} if self.out_features >= self.in_features else {"W": 0}
 
     def apply(self, params: Params, x: Array, *, key: PRNGKey | None = None,
               train: bool = False) -> Array:

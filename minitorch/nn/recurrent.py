@@ -105,11 +105,10 @@ class _Recurrent(Layer):
         return {name: jax.random.uniform(k, shape, self.dtype, -bound, bound)
                 for (name, shape), k in zip(shapes.items(), keys)}
 
-    def tensor_axes(self) -> Params:
-        """Split by gate columns (``W_ih``, ``W_hh`` axis 1 and the biases)."""
-        axes = {"W_ih": 1, "W_hh": 1}
-        cell = {**axes, "b_ih": 0, "b_hh": 0} if self.bias else axes
-        return {name: dict(cell) for name, _, _ in self.cells()} if self.stacked else cell
+    def tensor_axes(self) -> dict[str, int]:
+        """Split by gate columns (``W_ih``, ``W_hh`` axis 1 and the biases), every layer and
+        direction alike."""
+        return {"W_ih": 1, "W_hh": 1, "b_ih": 0, "b_hh": 0}
 
     def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> Cache:
         """The carry between calls (``h``, and ``c`` for LSTM, each ``(N, H)``, zeros),
