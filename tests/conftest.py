@@ -3,6 +3,7 @@ imported), the ``cpu_only`` marker, and hypothesis profiles."""
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -22,10 +23,17 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 from hypothesis import settings  # noqa: E402
 
+SLOW = Path(__file__).with_name("slow.txt")  # tests timed at 1.5 s or more: tests/update_slow.py
+
 
 def pytest_collection_modifyitems(config, items):
-    """Skip the ``cpu_only`` tests (8 virtual CPU devices, CPU-specific formulations) when
-    JAX runs on an accelerator."""
+    """Mark the tests listed in tests/slow.txt ``slow`` (out of the fast tier); skip the
+    ``cpu_only`` tests (8 virtual CPU devices, CPU-specific formulations) when JAX runs on
+    an accelerator."""
+    listed = {line for line in SLOW.read_text().splitlines() if line and line[0] != "#"}
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
     import jax
 
     if jax.default_backend() == "cpu":
