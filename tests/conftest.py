@@ -23,7 +23,7 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 from hypothesis import settings  # noqa: E402
 
-SLOW = Path(__file__).with_name("slow.txt")  # tests timed at 1.5 s or more: tests/update_slow.py
+SLOW = Path(__file__).with_name("slow.txt")  # tests timed at 0.8 s or more: tests/update_slow.py
 
 
 def pytest_collection_modifyitems(config, items):

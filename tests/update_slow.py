@@ -3,7 +3,7 @@
 Run the suite with every duration reported, then pass its output:
 
     .venv/bin/python -m pytest -n 2 -m "not slow" --durations=0 -p no:cacheprovider > run.txt
-    .venv/bin/python tests/update_slow.py run.txt [--seconds 1.5]
+    .venv/bin/python tests/update_slow.py run.txt [--seconds 0.8]
 
 A test whose setup, call and teardown took ``--seconds`` or more in all (on 2 cores, as
 CI runs) is listed; tests/conftest.py marks the listed tests ``slow``. Whole modules that
@@ -35,7 +35,7 @@ def slow_tests(log: str, seconds: float) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("log", type=Path)
-    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--seconds", type=float, default=0.8)
     args = parser.parse_args()
     nodes = slow_tests(args.log.read_text(), args.seconds)
     out = Path(__file__).with_name("slow.txt")
