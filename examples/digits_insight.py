@@ -9,7 +9,8 @@ folder (default: out/digits_insight, or the first argument):
   relevance_lrp.png, relevance_ig.png           what drove six predictions (LRP, integrated
                                                 gradients)
 The last line printed names the folder. Exits non-zero below 97% test accuracy.
-Run: python examples/digits_insight.py [folder]
+Run: python examples/digits_insight.py [folder] [--quick]   (`--quick`, the test suite's run: 6
+epochs, against `QUICK_BAR`)
 """
 
 import sys
@@ -23,11 +24,15 @@ from minitorch import explain, losses, monitor, optim, plot, train
 from minitorch.fit import fit
 from minitorch.summary import summary
 
+QUICK = "--quick" in sys.argv  # the test suite's run: 6 epochs, against QUICK_BAR
 BAR = 0.97
+QUICK_BAR = 0.93  # --quick (measured 97.78%)
 
 
 def main() -> int:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "out/digits_insight")
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    bar = QUICK_BAR if QUICK else BAR
+    folder = Path(args[0] if args else "out/digits_insight")
     folder.mkdir(parents=True, exist_ok=True)
     train_data, val_data, (x_test, y_test) = load()
     net = digits_cnn()
@@ -35,12 +40,12 @@ def main() -> int:
 
     params, _, history = fit(net, losses.softmax_cross_entropy,
                              optim.sgd(0.05, momentum=0.9, nesterov=True), train_data,
-                             epochs=20, batch_size=32, val_data=val_data, seed=0,
+                             epochs=6 if QUICK else 20, batch_size=32, val_data=val_data, seed=0,
                              telemetry=True, progress=False)
     logits = train.predict(net, params, x_test)
     predicted = np.asarray(logits.argmax(axis=1))
     accuracy = float(np.mean(predicted == y_test))
-    print(f"digits insight: test accuracy {100 * accuracy:.2f}% (bar {100 * BAR:.0f}%); "
+    print(f"digits insight: test accuracy {100 * accuracy:.2f}% (bar {100 * bar:.0f}%); "
           f"last epoch dead ReLU fraction after conv 1: {history['act_dead/1'][-1]:.3f}")
 
     plot.curves(history, path=folder / "curves.png")
@@ -64,7 +69,7 @@ def main() -> int:
     written = sorted(p.name for p in folder.glob("*.png"))
     print(f"wrote {len(written)} plots: {', '.join(written)}")
     print(f"plots in {folder}")
-    return 0 if accuracy >= BAR and len(written) == 8 else 1
+    return 0 if accuracy >= bar and len(written) == 8 else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ never has to fit in memory (`tests/test_fit_data.py` streams a 256 MiB file this
 checks that the process's peak memory grows by a small fraction of it). `fit` streams
 the loader: batches stacked 8 at a time and moved to the device ahead of use in a
 background thread, the loader's order reshuffled every epoch from its seed.
-Run: python examples/streamed_digits.py [seed] [directory]   (exits non-zero below its bar;
+Run: python examples/streamed_digits.py [seed] [directory] [--quick]   (exits non-zero below
+its bar; `--quick`, the test suite's run: 3 epochs, against `QUICK_BAR`;
 the files go to a temporary directory unless one is given)
 """
 
@@ -23,8 +24,10 @@ from minitorch import losses, optim, train
 from minitorch.data import ArrayDataset, DataLoader
 from minitorch.fit import fit
 
+QUICK = "--quick" in sys.argv  # the test suite's run: 3 epochs, against QUICK_BAR
 BAR = 0.97  # test accuracy (measured, seeds 0-3: 97.78, 98.89, 98.61, 99.72%; 360 images)
-EPOCHS, BATCH = 10, 64
+QUICK_BAR = 0.95  # --quick (measured 99.17%, 98.33%: seeds 0, 1)
+EPOCHS, BATCH = (3 if QUICK else 10), 64
 
 
 def write_shifted(images: np.ndarray, labels: np.ndarray, directory: Path) -> None:
@@ -58,14 +61,16 @@ def main(seed: int = 0, directory: str | None = None) -> int:
         wall = time.perf_counter() - start
         megabytes = (x.nbytes + y.nbytes) / 2**20
     test = train.evaluate(net, losses.softmax_cross_entropy, params, test_data)
+    bar = QUICK_BAR if QUICK else BAR
     print(f"streamed {len(x):,} images ({megabytes:.1f} MiB memory-mapped) in batches of "
           f"{BATCH}: last epoch train loss {history['loss'][-1]:.4f}, val accuracy "
           f"{100 * history['val_accuracy'][-1]:.2f}%, {wall:.1f} s for {EPOCHS} epochs")
     print(f"streamed digits: test accuracy {100 * test['accuracy']:.2f}% on "
-          f"{len(test_data[0])} images (bar {100 * BAR:.0f}%)")
-    return 0 if test["accuracy"] >= BAR else 1
+          f"{len(test_data[0])} images (bar {100 * bar:.0f}%)")
+    return 0 if test["accuracy"] >= bar else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0,
-                  sys.argv[2] if len(sys.argv) > 2 else None))
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    sys.exit(main(int(args[0]) if args else 0,
+                  args[1] if len(args) > 1 else None))

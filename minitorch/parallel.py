@@ -51,6 +51,7 @@ from minitorch.errors import ArgumentError
 from minitorch.nn.containers import Container
 from minitorch.nn.core import Layer
 from minitorch.nn.paths import dotted
+from minitorch.nn.repeat import Repeat
 from minitorch.validate import is_int
 
 DATA_AXIS = "data"
@@ -224,6 +225,10 @@ def _layout(layer: Layer, place: Any) -> Any:
     """``place(shape, declared tensor axis or None)`` for every param of ``layer``, in a tree
     shaped like its params: a container's from its sub-layers', a leaf's from its own
     declarations (:meth:`~minitorch.nn.Layer.tensor_axes`) matched by path."""
+    if isinstance(layer, Repeat):  # stacked copies: the stacking axis kept whole
+        n = layer.n
+        return _layout(layer.layer, lambda shape, axis: place(
+            (n, *shape), None if axis is None else axis + 1))
     if isinstance(layer, Container):
         return layer.pack([_layout(child, place) for _, child in layer.children()])
     declared = layer.tensor_axes()

@@ -78,13 +78,16 @@ EXAMPLES = {
                  floats(3, 4)),
     "MixedPrecision": (lambda dt: nn.MixedPrecision(nn.Linear(4, 3, dtype=dt)),
                        floats(3, 4)),
+    "Repeat": (lambda dt: nn.Repeat(nn.Residual(nn.Net([nn.Linear(4, 4, dtype=dt),
+                                                        nn.Tanh(), nn.Dropout(0.2)])), 3),
+               floats(3, 4)),
     "Remat": (lambda dt: nn.Remat(nn.Net([nn.Linear(4, 5, dtype=dt), nn.GELU(),
                                           nn.Dropout(0.2)]), "dots"), floats(3, 4)),
 }
 # Its output dtype is its own argument (float32), whatever the params' dtype.
 OWN_OUTPUT_DTYPE = {"MixedPrecision"}
 # Layers of sub-layers: their dtype is their sub-layers'.
-CONTAINERS = {"Net", "Residual", "Parallel", "MixedPrecision", "Remat"}
+CONTAINERS = {"Net", "Residual", "Parallel", "MixedPrecision", "Remat", "Repeat"}
 
 
 def exported_layers():

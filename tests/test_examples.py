@@ -40,6 +40,7 @@ CASES = [
 ]
 # Minutes in full: in the suite with --quick, in full under the `full` marker.
 QUICK = {"char_transformer.py", "char_lstm.py", "seq2seq_dates.py", "resnet_digits.py",
+         "digits_insight.py", "torch_interop.py", "streamed_digits.py",
          "names_mlp.py", "vit_digits.py"}
 GENERATE = {"char_transformer.py", "char_lstm.py"}  # print 8 names drawn with nn.generate
 WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they save PNGs

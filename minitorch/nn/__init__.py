@@ -53,6 +53,7 @@ from minitorch.nn.precision import MixedPrecision
 from minitorch.nn.recurrent import GRU, LSTM, RNN
 from minitorch.nn.regularization import Dropout
 from minitorch.nn.remat import Remat
+from minitorch.nn.repeat import Repeat
 from minitorch.nn.reshape import Flatten, Reshape
 
 __all__ = [
@@ -62,7 +63,7 @@ __all__ = [
     "GRU", "GroupNorm", "KeyArgError", "KeywordError", "LSTM", "Layer", "LayerError",
     "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MaxPool3D",
     "MixedPrecision", "MultiHeadAttention", "Net", "PReLU", "Parallel", "Param", "ParamsError",
-    "PathError", "RMSNorm", "RNN", "ReLU", "Remat", "Reshape", "Residual", "ShapeError", "Sigmoid",
-    "Softmax", "StateError", "Tanh", "Wrapper", "count_params", "generate", "init",
-    "intermediates", "named_layers",
+    "PathError", "RMSNorm", "RNN", "ReLU", "Remat", "Repeat", "Reshape", "Residual",
+    "ShapeError", "Sigmoid", "Softmax", "StateError", "Tanh", "Wrapper", "count_params",
+    "generate", "init", "intermediates", "named_layers",
 ]

@@ -239,10 +239,11 @@ def intermediates(layer: Layer, params: Params, x: Any, *, key: PRNGKey | None =
 
 def cache_offset(cache: Cache) -> Any:
     """How many positions a decoding cache holds: the ``"index"`` its caching layers keep
-    (all equal), or 0 without a cache or with nothing cached."""
+    (all equal; stacked by a ``Repeat``, its first), or 0 without a cache or with nothing
+    cached."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(cache)[0]:
         if getattr(path[-1], "key", None) == "index":
-            return leaf
+            return jnp.ravel(leaf)[0] if jnp.ndim(leaf) else leaf
     return 0
 
 
