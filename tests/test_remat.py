@@ -19,9 +19,10 @@ def block(width=16):
                          nn.Linear(4 * width, width)]))
 
 
-@pytest.mark.parametrize("policy", ["everything", "dots", "nothing"])
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("policy, jit", [("everything", True), ("dots", True),
+                                         ("nothing", True), ("nothing", False)])
 def test_same_params_values_and_gradients_as_the_bare_layer(policy, jit):
+    """Every policy under jit, and eagerly the one most unlike the bare program."""
     bare = nn.Net([block(), nn.BatchNorm(6), block()])
     lean = nn.Net([nn.Remat(block(), policy), nn.BatchNorm(6), nn.Remat(block(), policy)])
     key = jax.random.key(0)
