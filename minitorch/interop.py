@@ -59,6 +59,7 @@ from minitorch.nn.linear import Linear
 from minitorch.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
 from minitorch.nn.paths import dotted, join
 from minitorch.nn.recurrent import _Recurrent
+from minitorch.nn.repeat import Repeat
 
 __all__ = ["InteropError", "Unmatched", "from_torch", "to_torch"]
 
@@ -179,6 +180,11 @@ _FAMILIES: tuple[tuple[type | tuple[type, ...], Callable[[Any, Params], list[_Te
 def _tensors(layer: Layer, params: Params, prefix: str = "") -> list[_Tensor]:
     """Every PyTorch tensor of ``layer`` (params laid out as ``params``), named below
     ``prefix``: containers by their children's names, leaves by their family."""
+    if isinstance(layer, Repeat):
+        raise InteropError(f"interop: the nn.Repeat at {prefix or 'the top'!r} stacks its "
+                           f"copies' params ({', '.join(_leaf_paths(params)) or 'none'}), "
+                           f"which are not mapped to PyTorch's per-copy names yet; convert "
+                           f"a Net of {layer.n} copies and stack its params instead")
     children = layer.children()
     if children:
         entries = layer.unpack(params, "params")  # type: ignore[attr-defined]

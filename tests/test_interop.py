@@ -299,3 +299,13 @@ class MismatchTest(parameterized.TestCase):
         layer = nn.Linear(3, 4)
         self.assertEqual(set(interop.to_torch(layer, layer.init(jax.random.key(0)))),
                          {"weight", "bias"})
+
+
+def test_a_repeat_is_refused_with_a_clear_error_both_ways():
+    net = nn.Net([nn.Repeat(nn.Linear(4, 4), 2)])
+    params = net.init(jax.random.key(0))
+    with pytest.raises(interop.InteropError, match=r"the nn.Repeat at '0' stacks its "
+                                                   r"copies' params \(W, b\).*a Net of 2"):
+        interop.to_torch(net, params)
+    with pytest.raises(interop.InteropError, match=r"nn.Repeat"):
+        interop.from_torch(net, {"0.0.weight": np.zeros((4, 4), np.float32)})
