@@ -12,6 +12,8 @@ from minitorch import nn
 from minitorch.errors import ArgumentError
 from tests.helpers import Block
 
+pytestmark = pytest.mark.slow  # transformer blocks differentiated eagerly and under jit
+
 
 def block(width=16):
     return Block(nn.LayerNorm(width), nn.MultiHeadAttention(width, 2, causal=True),

@@ -13,6 +13,8 @@ from minitorch import nn, parallel
 from minitorch.errors import ParamsError, ShapeError
 from tests.helpers import Block
 
+pytestmark = pytest.mark.slow  # stacks of transformer blocks, eagerly and under jit
+
 WIDTH = 16
 
 
