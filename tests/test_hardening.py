@@ -191,13 +191,20 @@ def test_a_dataset_item_that_is_not_a_tuple_is_a_clear_error(item):
 
 # --------------------------------------------------------------------------- donation
 
-def test_reusing_donated_params_says_so_without_a_runtime_log(capfd):
+def after_a_donating_step():
+    """A compiled step and what its first call donated: ``(net, step, params, opt_state,
+    batch)``, params and optimiser state now deleted."""
     net, opt = mlp(), optim.sgd(0.1)
     params = net.init(jax.random.key(0))
     opt_state = opt.init(params)
     step = train.make_step(net, LOSS, opt)
     batch = tuple(map(jnp.asarray, data(8)))
     step(params, opt_state, batch, None)
+    return net, step, params, opt_state, batch
+
+
+def test_reusing_donated_params_says_so_without_a_runtime_log(capfd):
+    net, step, params, opt_state, batch = after_a_donating_step()
     with pytest.raises(ValueError, match=r"step: params holds arrays that were donated to an "
                                          r"earlier call.*donate=False"):
         step(params, opt_state, batch, None)
@@ -215,18 +222,13 @@ def test_reusing_donated_params_says_so_without_a_runtime_log(capfd):
 def test_donated_arrays_in_new_containers_are_told_by_their_state():
     """The check the step skips (a params container it has not seen) is made after the call
     fails, from the arrays' state: the same clear error, whatever jaxlib's message says."""
-    net, opt = mlp(), optim.sgd(0.1)
-    params = net.init(jax.random.key(0))
-    opt_state = opt.init(params)
-    step = train.make_step(net, LOSS, opt)
-    batch = tuple(map(jnp.asarray, data(8)))
-    step(params, opt_state, batch, None)
+    net, step, params, opt_state, batch = after_a_donating_step()
     rebuilt = jax.tree.map(lambda a: a, params)  # new lists and dicts, the deleted arrays
     with pytest.raises(ValueError, match=r"step: params holds arrays that were donated"):
         step(rebuilt, opt_state, batch, None)
     fresh = net.init(jax.random.key(1))
     with pytest.raises(ShapeError):  # any other failure passes through as it is
-        step(fresh, opt.init(fresh), (batch[0][:, :2], batch[1]), None)
+        step(fresh, optim.sgd(0.1).init(fresh), (batch[0][:, :2], batch[1]), None)
 
 
 def test_an_optimiser_state_holding_the_params_trains_with_the_defaults():
