@@ -8,6 +8,8 @@ separately through JAX's AOT stages (`jax.jit(step).trace(...)`, `.lower()`,
 `.compile()`), the compiled step's temporaries (`memory_analysis().temp_size_in_bytes`),
 and the step time (interleaved rounds, median). Each compile runs in a fresh jit, with
 JAX's compilation cache off, so nothing is reused between measurements.
+The model (`minitorch_model`), the Adam step (`functional_step`: params and optimiser state
+donated) and the runner (`carry_run`) are the sequence and peer benchmarks' own.
 
 Run: python benchmarks/compile_time.py [--depths 2 8 24] [--rounds 7]
 """
@@ -15,100 +17,57 @@ Run: python benchmarks/compile_time.py [--depths 2 8 24] [--rounds 7]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import interleaved, machine, median, ratio_spread
+from benchmarks.peers import carry_run
+from benchmarks.sequence_peers import SEQUENCE_WORKLOADS, functional_step, minitorch_model
 from minitorch import losses, nn
 
-WIDTH, HEADS, MLP, VOCAB, BATCH, LENGTH = 128, 4, 512, 96, 32, 64
 STACKS = ("unrolled", "repeat", "repeat+remat")
+GPT = SEQUENCE_WORKLOADS["gpt"]
 
 
-class Block(nn.Composite):
-    norm1: nn.Layer
-    attn: nn.Layer
-    norm2: nn.Layer
-    mlp: nn.Layer
-
-    def forward(self, call, x):
-        x = x + call("attn", call("norm1", x))
-        return x + call("mlp", call("norm2", x))
-
-
-class GPT(nn.Composite):
-    tokens: nn.Layer
-    positions: nn.Layer
-    blocks: nn.Layer
-    norm: nn.Layer
-    head: nn.Layer
-
-    def forward(self, call, ids):
-        x = call("tokens", ids) + call("positions", jnp.arange(ids.shape[1]))
-        return call("head", call("norm", call("blocks", x)))
-
-
-def block() -> Block:
-    return Block(nn.LayerNorm(WIDTH), nn.MultiHeadAttention(WIDTH, HEADS, causal=True),
-                 nn.LayerNorm(WIDTH),
-                 nn.Net([nn.Linear(WIDTH, MLP), nn.GELU(), nn.Linear(MLP, WIDTH)]))
-
-
-def gpt(depth: int, stack: str) -> GPT:
+def gpt(depth: int, stack: str) -> nn.Layer:
+    """benchmarks/sequence_peers.py's gpt with ``depth`` of its blocks, stacked as asked."""
+    base = minitorch_model(GPT)
+    block = base.blocks[0]
     blocks: nn.Layer
     if stack == "unrolled":
-        blocks = nn.Net([block() for _ in range(depth)])
+        blocks = nn.Net([block] * depth)
     elif stack == "repeat":
-        blocks = nn.Repeat(block(), depth)
+        blocks = nn.Repeat(block, depth)
     else:
-        blocks = nn.Repeat(nn.Remat(block(), "nothing"), depth)
-    return GPT(nn.Embedding(VOCAB, WIDTH), nn.Embedding(LENGTH, WIDTH), blocks,
-               nn.LayerNorm(WIDTH), nn.Linear(WIDTH, VOCAB))
-
-
-def step_of(model: GPT, opt: optax.GradientTransformation):
-    def loss_fn(params, x, y):
-        return losses.softmax_cross_entropy(model.apply(params, x), y)
-
-    def step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step
+        blocks = nn.Repeat(nn.Remat(block, "nothing"), depth)
+    return dataclasses.replace(base, blocks=blocks)
 
 
 def first_call(depth: int, stack: str) -> dict:
     """Trace, lower and compile seconds of a fresh step, its temporaries, and a runner."""
-    model, opt = gpt(depth, stack), optax.adam(1e-3)
-    params = model.init(jax.random.key(0))
-    opt_state = opt.init(params)
-    ids = jax.random.randint(jax.random.key(1), (BATCH, LENGTH + 1), 0, VOCAB)
-    x, y = ids[:, :-1], ids[:, 1:]
-    jitted = jax.jit(step_of(model, opt))
+    model = gpt(depth, stack)
+
+    def loss_fn(params, x, y):
+        return losses.softmax_cross_entropy(model.apply(params, x), y)
+
+    jitted, args = functional_step(loss_fn, model.init(jax.random.key(0)), GPT)
     start = time.perf_counter()
-    traced = jitted.trace(params, opt_state, x, y)
+    traced = jitted.trace(*args)
     traced_at = time.perf_counter()
     lowered = traced.lower()
     lowered_at = time.perf_counter()
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
-    state = {"params": params, "opt": opt_state}
-
-    def run():
-        state["params"], state["opt"], loss = compiled(state["params"], state["opt"], x, y)
-        return loss
-
     return {"trace": traced_at - start, "lower": lowered_at - traced_at,
             "compile": compiled_at - lowered_at, "total": compiled_at - start,
-            "temp": compiled.memory_analysis().temp_size_in_bytes, "run": run}
+            "temp": compiled.memory_analysis().temp_size_in_bytes,
+            "run": carry_run(compiled, *args)}
 
 
 def main() -> None:
