@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import ArgumentError, CacheError, DTypeError, KeyArgError, ShapeError
+from minitorch.nn import init as initializers
 from minitorch.nn.checks import (
     check_cache,
     check_float,
@@ -78,7 +79,7 @@ class MultiHeadAttention(Layer):
         params = {}
         for name, k in zip(PROJECTIONS, split_key(key, len(PROJECTIONS))):
             bound = out_bound if name == "o" else in_bound
-            params[name] = {"W": jax.random.uniform(k, (e, e), self.dtype, -bound, bound)}
+            params[name] = {"W": initializers.uniform(k, (e, e), self.dtype, -bound, bound)}
             if self.bias:
                 params[name]["b"] = jnp.zeros((e,), self.dtype)
         return params

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from minitorch.errors import CacheError, KeyArgError, ShapeError
+from minitorch.nn import init as initializers
 from minitorch.nn.checks import (
     check_cache,
     check_float,
@@ -102,7 +103,7 @@ class _Recurrent(Layer):
         if self.bias:
             shapes.update(b_ih=(width,), b_hh=(width,))
         keys = split_key(key, len(shapes))
-        return {name: jax.random.uniform(k, shape, self.dtype, -bound, bound)
+        return {name: initializers.uniform(k, shape, self.dtype, -bound, bound)
                 for (name, shape), k in zip(shapes.items(), keys)}
 
     def tensor_axes(self) -> dict[str, int]:
