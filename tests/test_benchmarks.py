@@ -261,3 +261,18 @@ def test_decode_benchmark_raw_loop_equals_generate_with_other_weights():
     prompt = jnp.asarray(np.random.default_rng(0).integers(1, 28, (2, 4)), jnp.int32)
     np.testing.assert_array_equal(raw_cache_loop(params, prompt, 8)(),
                                   nn.generate(model, params, prompt, 8))
+
+
+def test_compile_time_first_step_models_and_measurement():
+    """compile_time.py's U-Net maps images to per-pixel logits, and a first-step measurement
+    reports its seconds split into trace, lower and compile, with the programs counted."""
+    from benchmarks import compile_time as ct
+
+    net = ct.unet()
+    params = jax.eval_shape(net.init, jax.random.key(0))
+    assert sum(leaf.size for leaf in jax.tree.leaves(params)) == 182_282
+    images = jax.ShapeDtypeStruct((2, 1, 32, 32), jnp.float32)
+    assert jax.eval_shape(net.apply, params, images).shape == (2, 32, 32, 2)
+    measured = ct.time_first_step("digits", "make_step")
+    assert measured["programs"] >= 1
+    assert 0 < measured["trace"] + measured["lower"] + measured["compile"] <= measured["total"]
