@@ -55,15 +55,17 @@ def main() -> int:
                             names=[f"{i} {type(layer).__name__}"
                                    for i, layer in enumerate(net.layers)],
                             path=folder / "activations.png")
-    grads = jax.grad(lambda p: losses.softmax_cross_entropy(
-        net.apply(p, x_test[:64]), y_test[:64]))(params)
+    grads = jax.jit(jax.grad(lambda p: losses.softmax_cross_entropy(
+        net.apply(p, x_test[:64]), y_test[:64])))(params)
     plot.grad_histograms(grads, path=folder / "grad_histograms.png")
     plot.confusion_matrix(y_test, predicted, 10, path=folder / "confusion.png")
     shown = x_test[:6]
     titles = [f"{t} -> {p}" for t, p in zip(y_test[:6], predicted[:6])]
-    relevance = explain.lrp(net, params, shown, rules={"0": "zplus"})
+    # explain's functions are pure: compiled, each runs as one program, not op by op.
+    relevance = jax.jit(lambda p, x: explain.lrp(net, p, x, rules={"0": "zplus"}))(params,
+                                                                                   shown)
     plot.relevance_grid(shown, relevance, titles=titles, path=folder / "relevance_lrp.png")
-    attributions = explain.integrated_gradients(net, params, shown)
+    attributions = jax.jit(lambda p, x: explain.integrated_gradients(net, p, x))(params, shown)
     plot.relevance_grid(shown, attributions, titles=titles, path=folder / "relevance_ig.png")
 
     written = sorted(p.name for p in folder.glob("*.png"))
