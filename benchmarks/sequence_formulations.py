@@ -5,10 +5,12 @@ Times the gradient of ``sum(sin(layer(x)))`` (forward and backward) on the shape
 round:
 
 lstm     (N, T, in, H) = (32, 64, 64, 256): the input projection of every step hoisted out
-         of the scan into one product; per step ``x_t W_ih + h W_hh`` (two products);
-         per step ``[x_t, h] @ [W_ih; W_hh]`` (one product); the same product computed
-         gate-major, ``(W^T @ [x_t, h]^T)^T`` (what ``nn.LSTM`` does); one example's scan
-         vmapped over the batch (Equinox's way); each also unrolled 4x.
+         of the scan into one product (and the same with its backward pass computing the
+         weight gradients after the reverse scan, one product over all steps); per step
+         ``x_t W_ih + h W_hh`` (two products); per step ``[x_t, h] @ [W_ih; W_hh]`` (one
+         product); the same product computed gate-major, ``(W^T @ [x_t, h]^T)^T`` (what
+         ``nn.LSTM`` does); one example's scan vmapped over the batch (Equinox's way); each
+         also unrolled 4x.
 gru      the same shapes, ``nn.GRU``'s two products per step, plain and gate-major.
 conv1d   (N, C, L) = (32, 64, 64), two layers k5 to 128 channels: XLA's 1-D convolution
          (what ``nn.Conv1D`` does) against im2col through a height-1 2-D convolution.
@@ -23,7 +25,7 @@ embed    compile time of the convseq step (median of 5 fresh compiles) for three
          giving out-of-range ids NaN rows: the gather's NaN fill, a select after a
          clamped gather, a NaN added to a clamped gather (what ``nn.Embedding`` does).
 
-Run: python benchmarks/sequence_formulations.py [--rounds 9]
+Run: python benchmarks/sequence_formulations.py [--rounds 9] [--sections lstm gru ...]
 """
 
 from __future__ import annotations
@@ -109,6 +111,49 @@ def vmapped(p, x, unroll=1):
         return _scan(cell, xs, unroll, batch=())
 
     return jax.vmap(one)(x)
+
+
+@jax.custom_vjp
+def batched_weight_grads(p, x):
+    """``hoisted``'s values, with a backward pass that leaves the weight gradients out of
+    the reverse scan: it returns every step's gate cotangents, and the weight gradients
+    are then one product each over all T x N rows (``sum_t h_{t-1}^T dz_t`` as
+    ``H_prev^T @ dZ``), instead of a small product accumulated in every iteration."""
+    return hoisted(p, x)
+
+
+def _batched_forward(p, x):
+    inputs = (x @ p["w_ih"] + p["b"]).swapaxes(0, 1)               # (T, N, 4H)
+
+    def cell(carry, z_in):
+        h, c = carry
+        z = z_in + h @ p["w_hh"]
+        return _lstm_cell(z, c), (h, c, z)
+
+    zeros = jnp.zeros((x.shape[0], H))
+    (_, _), (h_prev, c_prev, zs) = lax.scan(cell, (zeros, zeros), inputs)
+    hs = jnp.concatenate([h_prev[1:], _lstm_cell(zs[-1], c_prev[-1])[0][None]])
+    return hs.swapaxes(0, 1), (p, x, h_prev, c_prev, zs)
+
+
+def _batched_backward(residuals, g):
+    p, x, h_prev, c_prev, zs = residuals
+    zeros = jnp.zeros_like(h_prev[0])
+
+    def back(carry, step):
+        dh_next, dc_next = carry
+        g_t, c, z = step
+        dz, dc = jax.vjp(_lstm_cell, z, c)[1]((g_t + dh_next, dc_next))
+        return (dz @ p["w_hh"].T, dc), dz
+
+    _, dzs = lax.scan(back, (zeros, zeros), (g.swapaxes(0, 1), c_prev, zs), reverse=True)
+    rows = dzs.reshape(-1, 4 * H)                                    # (T * N, 4H)
+    xs = x.swapaxes(0, 1).reshape(-1, x.shape[-1])
+    grads = {"w_ih": xs.T @ rows, "w_hh": h_prev.reshape(-1, H).T @ rows, "b": rows.sum(0)}
+    return grads, (dzs @ p["w_ih"].T).swapaxes(0, 1)
+
+
+batched_weight_grads.defvjp(_batched_forward, _batched_backward)
 
 
 def gru(layer_gates):
@@ -224,9 +269,13 @@ def _grad_runner(fn, *args):
     return lambda: grad(*args)
 
 
+SECTIONS = ("lstm", "gru", "conv1d", "gpt", "embed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     args = parser.parse_args()
     keys = jax.random.split(jax.random.key(0), 6)
     x = jax.random.normal(keys[0], (N, T, IN))
@@ -235,6 +284,7 @@ def main() -> None:
     lstm = {f"{fn.__name__}{' unroll 4' if u > 1 else ''}":
             _grad_runner(lambda p, x, fn=fn, u=u: fn(p, x, u), p, x)
             for fn in (hoisted, two_products, one_product, gate_major, vmapped) for u in (1, 4)}
+    lstm["hoisted, weight grads batched"] = _grad_runner(batched_weight_grads, p, x)
     p_gru = {"w_ih": p["w_ih"][:, :3 * H], "w_hh": p["w_hh"][:, :3 * H]}
     grus = {name: _grad_runner(gru(gates), p_gru, x)
             for name, gates in (("two products", gru_plain), ("gate-major", gru_gate_major))}
@@ -244,13 +294,21 @@ def main() -> None:
     conv = {name: _grad_runner(lambda x, a, b, f=f: f(jax.nn.relu(f(x, a)), b), xc, w1, w2)
             for name, f in (("xla conv1d", conv_xla), ("im2col via 2-D", conv_im2col))}
     print(f"machine: {machine()}")
-    for title, runs, repeats in (("lstm", lstm, 5), ("gru", grus, 5), ("conv1d", conv, 5),
-                                 ("gpt training step (Adam)", gpt_steps(), 2)):
+    sections = (("lstm", "lstm", lambda: lstm, 5), ("gru", "gru", lambda: grus, 5),
+                ("conv1d", "conv1d", lambda: conv, 5),
+                ("gpt", "gpt training step (Adam)", gpt_steps, 2))
+    for name, title, make_runs, repeats in sections:
+        if name not in args.sections:
+            continue
+        runs = make_runs()
         times = interleaved(runs, rounds=args.rounds, repeats=repeats)
         base = median(next(iter(times.values())))
         print(f"{title}, median of {args.rounds} rounds:")
-        for name, t in times.items():
-            print(f"  {name:32s} {1e3 * median(t):7.1f} ms  {median(t) / base:5.2f}x")
+        for candidate, t in times.items():
+            print(f"  {candidate:32s} {1e3 * median(t):7.1f} ms  {median(t) / base:5.2f}x")
+    if "embed" not in args.sections:
+        print(f"machine: {machine()}")
+        return
     compiles = embedding_compiles(repeats=5)
     base = next(iter(compiles.values()))
     print("embedding lookup: first compile of the convseq step, median of 5:")
