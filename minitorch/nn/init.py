@@ -81,8 +81,10 @@ def _zeros(key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
 
 
 def _standard_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
-    """``jax.nn.initializers.normal(1.0)``: N(0, 1)."""
-    return normal(key, shape, dtype) * jnp.array(1.0, dtype)
+    """``jax.nn.initializers.normal(1.0)``: N(0, 1). (That initialiser multiplies by its
+    stddev; times 1.0 is exact, so the draw alone is the same bits, without an eager
+    multiply compiled per shape.)"""
+    return normal(key, shape, dtype)
 
 
 def _scaled_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32, *,
