@@ -10,8 +10,8 @@
 #
 # Run from anywhere:  bash benchmarks/accelerator_check.sh
 # Settings (environment): PYTHON (python3), RESULTS, CHECK_TESTS (pytest arguments; default
-# the whole suite), CHECK_WORKLOADS, CHECK_IMPLS, CHECK_ROUNDS (5), TEST_SECONDS (270),
-# BENCH_SECONDS (180). On a machine without an accelerator it stops, unless given
+# the whole suite), CHECK_WORKERS (pytest-xdist processes, default 4; 0: one process),
+# CHECK_WORKLOADS, CHECK_IMPLS, CHECK_ROUNDS (5), TEST_SECONDS (270), BENCH_SECONDS (180). On a machine without an accelerator it stops, unless given
 # --allow-cpu (how the script itself is tested: tests/test_benchmarks.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,9 @@ PY
 
 # 1. the test suite, cpu_only tests skipped
 workers=()
-"$PYTHON" -c "import xdist" 2>/dev/null && workers=(-n 4)
+if [ "${CHECK_WORKERS:-4}" != 0 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then
+    workers=(-n "${CHECK_WORKERS:-4}")
+fi
 read -r -a tests <<< "${CHECK_TESTS:-}"
 log=$(mktemp)
 timeout "${TEST_SECONDS:-270}" "$PYTHON" -m pytest -q -p no:cacheprovider "${workers[@]}" \

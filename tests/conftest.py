@@ -1,8 +1,10 @@
-"""Test setup: 8 virtual CPU devices and exact float32 matmuls (both set before jax is
-imported), the ``cpu_only`` marker, and hypothesis profiles."""
+"""Test setup: 8 virtual CPU devices, exact float32 matmuls and a compilation cache for the
+run (all set before jax is imported), the ``cpu_only`` marker, and hypothesis profiles."""
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,17 @@ if not ON_ACCELERATOR and _flag not in os.environ.get("XLA_FLAGS", ""):
 # Tests that compare values with NumPy or PyTorch need float32 matmuls computed in float32:
 # on GPUs JAX may otherwise use TF32 (10-bit mantissa) for float32 matmuls and convolutions.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+# One persistent compilation cache for the whole run, every program in it: the test workers
+# and the subprocesses they start (examples, scripts) inherit it, so a program that several
+# tests build again (a fresh closure of the same computation, the same eager op on another
+# worker) compiles once. A directory of the run's own, removed at its end, unless the caller
+# names one to keep (JAX_COMPILATION_CACHE_DIR). Measured: a quarter off the unit tests.
+_CREATED_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CREATED_CACHE = tempfile.mkdtemp(prefix="minitorch-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CREATED_CACHE
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 from hypothesis import settings  # noqa: E402
 
@@ -43,6 +56,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cpu_only" in item.keywords:
             item.add_marker(skip)
+
+
+
+def pytest_unconfigure(config):
+    """The process that made the run's compilation cache (the xdist controller, whose
+    workers inherit it, or a run without workers) removes it."""
+    if _CREATED_CACHE is not None:
+        shutil.rmtree(_CREATED_CACHE, ignore_errors=True)
+
 
 settings.register_profile("default", deadline=None, max_examples=40)
 settings.register_profile("ci", deadline=None, max_examples=40, derandomize=True)

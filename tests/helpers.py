@@ -105,7 +105,11 @@ def assert_matches_torch(ours, theirs, arrays, *, rtol=1e-5, atol=1e-5):
     """``ours(arrays)`` (JAX) equals ``theirs(tensors)`` (PyTorch), in float32, in value and
     in the gradient of ``sum(sin(y))`` w.r.t. every floating array of ``arrays`` (a flat
     dict name -> NumPy array, in minitorch's layouts; ``theirs`` converts to PyTorch's with
-    differentiable torch ops, so its gradients come back in the same layouts)."""
+    differentiable torch ops, so its gradients come back in the same layouts).
+
+    Both come from one jit-compiled ``value_and_grad``: that jit and eager agree, in values
+    and gradients, is tested for every layer by tests/test_every_layer.py.
+    """
     import torch
 
     floating = [k for k, v in arrays.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
@@ -115,16 +119,15 @@ def assert_matches_torch(ours, theirs, arrays, *, rtol=1e-5, atol=1e-5):
     torch.sin(expected).sum().backward()
 
     def scalar(floats):
-        return jnp.sum(jnp.sin(ours({**arrays, **floats})))
+        y = ours({**arrays, **floats})
+        return jnp.sum(jnp.sin(y)), y
 
     floats = {k: jnp.asarray(arrays[k], jnp.float32) for k in floating}
-    got = ours({**arrays, **floats})
+    (_, got), grads = jax.jit(jax.value_and_grad(scalar, has_aux=True))(floats)
     np.testing.assert_allclose(got, expected.detach().numpy(), rtol=rtol, atol=atol)
-    for grad_fn in (jax.grad(scalar), jax.jit(jax.grad(scalar))):
-        grads = grad_fn(floats)
-        for k in floating:
-            np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol,
-                                       atol=atol, err_msg=f"gradient w.r.t. {k}")
+    for k in floating:
+        np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol, atol=atol,
+                                   err_msg=f"gradient w.r.t. {k}")
 
 
 class Block(nn.Composite):

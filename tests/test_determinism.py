@@ -38,7 +38,9 @@ print(hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in leaves)).hexdiges
 
 
 def run(seed):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # Each process compiles its own programs: the run's compilation cache is off here.
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+           "JAX_ENABLE_COMPILATION_CACHE": "false"}
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(seed)], capture_output=True,
                          text=True, env=env, cwd=ROOT, timeout=300, check=True)
     return out.stdout.strip()
