@@ -97,8 +97,15 @@ def one_device(model):
         return train_steps(MODELS[model](), None, None, batches(model))[0]
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("model", list(MODELS))
+# Every model on every layout; the test command runs the MLP on all three and the CNN and
+# the transformer on the 2-D mesh (both axes at once), the other four under `pytest -m full`.
+IN_THE_TEST_COMMAND = {("mlp", layout) for layout in LAYOUTS} | {("cnn", "fsdp+tensor"),
+                                                                 ("transformer", "fsdp+tensor")}
+
+
+@pytest.mark.parametrize("model, layout", [
+    pytest.param(model, layout, marks=() if (model, layout) in IN_THE_TEST_COMMAND
+                 else pytest.mark.full) for model in MODELS for layout in LAYOUTS])
 def test_sharded_step_equals_one_device(model, layout):
     axes, keywords = LAYOUTS[layout]
     net, data = MODELS[model](), batches(model)
