@@ -156,6 +156,51 @@ def _batched_backward(residuals, g):
 batched_weight_grads.defvjp(_batched_forward, _batched_backward)
 
 
+@jax.custom_vjp
+def gate_major_batched(p, x):
+    """``gate_major``'s values and products, with ``batched_weight_grads``' backward pass:
+    the reverse scan carries only ``dh`` and ``dc`` (its one product per step,
+    ``dz @ W_hh^T``, gate-major), and the weight gradient is one product over all T x N
+    rows of ``[x_t, h_{t-1}]``."""
+    return gate_major(p, x)
+
+
+def _gate_major_forward(p, x):
+    w_t = jnp.concatenate([p["w_ih"], p["w_hh"]]).T                   # (4H, IN + H)
+
+    def cell(carry, x_t):
+        h, c = carry
+        v = jnp.concatenate([x_t, h], -1)
+        z = gate_product(w_t, v) + p["b"]
+        return _lstm_cell(z, c), (v, c, z)
+
+    zeros = jnp.zeros((x.shape[0], H))
+    (h_last, _), (vs, c_prev, zs) = lax.scan(cell, (zeros, zeros), x.swapaxes(0, 1))
+    hs = jnp.concatenate([vs[1:, :, -H:], h_last[None]])
+    return hs.swapaxes(0, 1), (w_t, vs, c_prev, zs)
+
+
+def _gate_major_backward(residuals, g):
+    w_t, vs, c_prev, zs = residuals
+    w_hh = w_t[:, -H:]                                                 # (4H, H)
+    zeros = jnp.zeros(vs.shape[1:2] + (H,), vs.dtype)
+
+    def back(carry, step):
+        dh_next, dc_next = carry
+        g_t, c, z = step
+        dz, dc = jax.vjp(_lstm_cell, z, c)[1]((g_t + dh_next, dc_next))
+        return ((w_hh.T @ dz.T).T, dc), dz
+
+    _, dzs = lax.scan(back, (zeros, zeros), (g.swapaxes(0, 1), c_prev, zs), reverse=True)
+    rows = dzs.reshape(-1, 4 * H)                                      # (T * N, 4H)
+    dw = vs.reshape(-1, vs.shape[-1]).T @ rows                         # (IN + H, 4H)
+    grads = {"w_ih": dw[:-H], "w_hh": dw[-H:], "b": rows.sum(0)}
+    return grads, (dzs @ w_t[:, :-H]).swapaxes(0, 1)
+
+
+gate_major_batched.defvjp(_gate_major_forward, _gate_major_backward)
+
+
 def gru(layer_gates):
     def run(p, x):
         def cell(h, x_t):
@@ -285,6 +330,7 @@ def main() -> None:
             _grad_runner(lambda p, x, fn=fn, u=u: fn(p, x, u), p, x)
             for fn in (hoisted, two_products, one_product, gate_major, vmapped) for u in (1, 4)}
     lstm["hoisted, weight grads batched"] = _grad_runner(batched_weight_grads, p, x)
+    lstm["gate_major, weight grads batched"] = _grad_runner(gate_major_batched, p, x)
     p_gru = {"w_ih": p["w_ih"][:, :3 * H], "w_hh": p["w_hh"][:, :3 * H]}
     grus = {name: _grad_runner(gru(gates), p_gru, x)
             for name, gates in (("two products", gru_plain), ("gate-major", gru_gate_major))}

@@ -162,15 +162,15 @@ def test_sequence_formulations_compute_the_same_values():
          "b": 0.1 * jax.random.normal(keys[3], (4 * sf.H,))}
     reference = sf.hoisted(p, x)
     for fn in (sf.two_products, sf.one_product, sf.gate_major, sf.vmapped,
-               sf.batched_weight_grads):
+               sf.batched_weight_grads, sf.gate_major_batched):
         np.testing.assert_allclose(fn(p, x), reference, rtol=1e-4, atol=1e-5)
 
     def grads(fn):
         return jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(fn(p, x))), argnums=(0, 1)))(p, x)
 
-    for got, want in zip(jax.tree.leaves(grads(sf.batched_weight_grads)),
-                         jax.tree.leaves(grads(sf.hoisted))):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for batched in (sf.batched_weight_grads, sf.gate_major_batched):
+        for got, want in zip(jax.tree.leaves(grads(batched)), jax.tree.leaves(grads(sf.hoisted))):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     p_gru = {"w_ih": p["w_ih"][:, :3 * sf.H], "w_hh": p["w_hh"][:, :3 * sf.H]}
     np.testing.assert_allclose(sf.gru(sf.gru_gate_major)(p_gru, x),
                                sf.gru(sf.gru_plain)(p_gru, x), rtol=1e-4, atol=1e-5)
