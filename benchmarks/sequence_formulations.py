@@ -183,7 +183,7 @@ def _gate_major_forward(p, x):
 def _gate_major_backward(residuals, g):
     w_t, vs, c_prev, zs = residuals
     w_hh = w_t[:, -H:]                                                 # (4H, H)
-    zeros = jnp.zeros(vs.shape[1:2] + (H,), vs.dtype)
+    zeros = jnp.zeros((vs.shape[1], H), vs.dtype)
 
     def back(carry, step):
         dh_next, dc_next = carry
