@@ -5,8 +5,10 @@ differs is how the weights are named and, for a few, stored. A net's PyTorch nam
 its structure, as PyTorch's own containers name them: a ``Net``'s i-th layer is ``"i."``
 (``torch.nn.Sequential``), a composite's field its name (a module attribute), a sequence
 field's element ``"blocks.0."`` (``torch.nn.ModuleList``); ``Residual``, ``MixedPrecision``
-and other wrappers add nothing. These are the paths of :mod:`minitorch.nn.paths`, so a
-param's PyTorch name is its minitorch path with the layer's own names swapped:
+and other wrappers add nothing. An ``nn.Repeat``'s copies are named as a ``ModuleList`` of
+them (``"blocks.3."``): copy ``i``'s tensors are row ``i`` of the stacked params (and
+state). These are the paths of :mod:`minitorch.nn.paths`, so a param's PyTorch name is its
+minitorch path with the layer's own names swapped:
 
 ================================  =============================================  ==========
 minitorch layer (params, state)   PyTorch module's ``state_dict``                 stored
@@ -57,7 +59,7 @@ from minitorch.nn.core import Layer, Params, State
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
 from minitorch.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
-from minitorch.nn.paths import dotted, join
+from minitorch.nn.paths import dotted, join, under
 from minitorch.nn.recurrent import _Recurrent
 from minitorch.nn.repeat import Repeat
 
@@ -180,11 +182,6 @@ _FAMILIES: tuple[tuple[type | tuple[type, ...], Callable[[Any, Params], list[_Te
 def _tensors(layer: Layer, params: Params, prefix: str = "") -> list[_Tensor]:
     """Every PyTorch tensor of ``layer`` (params laid out as ``params``), named below
     ``prefix``: containers by their children's names, leaves by their family."""
-    if isinstance(layer, Repeat):
-        raise InteropError(f"interop: the nn.Repeat at {prefix or 'the top'!r} stacks its "
-                           f"copies' params ({', '.join(_leaf_paths(params)) or 'none'}), "
-                           f"which are not mapped to PyTorch's per-copy names yet; convert "
-                           f"a Net of {layer.n} copies and stack its params instead")
     children = layer.children()
     if children:
         entries = layer.unpack(params, "params")  # type: ignore[attr-defined]
@@ -204,6 +201,39 @@ def _flat(tree: Any) -> dict[str, Any]:
     return {dotted(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def _repeats(layer: Layer, prefix: str = "") -> list[tuple[str, int]]:
+    """Every ``nn.Repeat`` below ``layer``: its path and copies, an outer one before those
+    inside its copies (listed once per copy: ``"blocks.0.inner"``, ``"blocks.1.inner"``)."""
+    found = [(prefix, layer.n)] if isinstance(layer, Repeat) else []
+    for name, child in layer.children():
+        found += _repeats(child, join(prefix, name))
+    return found
+
+
+def _by_copy(flat: dict[str, Any], repeats: list[tuple[str, int]]) -> dict[str, Any]:
+    """``flat`` with each repeat's stacked leaves split into its copies' rows, at the
+    copies' paths (``"blocks.attn.q.W"`` of shape (n, ...) -> ``"blocks.3.attn.q.W"``):
+    the paths ``_tensors`` names, as for a sequence of copies."""
+    flat = dict(flat)
+    for path, n in repeats:
+        for key in [k for k in flat if not path or under(k, [path])]:
+            stacked, rest = flat.pop(key), key[len(path):].lstrip(".")
+            flat.update({join(join(path, str(i)), rest): stacked[i] for i in range(n)})
+    return flat
+
+
+def _stacked_again(flat: dict[str, Any], repeats: list[tuple[str, int]]) -> dict[str, Any]:
+    """:func:`_by_copy` undone: each repeat's copies' rows stacked back, inner ones first."""
+    flat = dict(flat)
+    for path, n in reversed(repeats):
+        first = join(path, "0")
+        for key in [k for k in flat if under(k, [first])]:
+            rest = key[len(first):].lstrip(".")
+            flat[join(path, rest)] = jnp.stack([flat.pop(join(join(path, str(i)), rest))
+                                                for i in range(n)])
+    return flat
+
+
 def to_torch(net: Layer, params: Params, state: State = None) -> dict[str, np.ndarray]:
     """``net``'s params (and, for a stateful net, ``state``) as a PyTorch ``state_dict``
     of NumPy arrays, named as a PyTorch model of the same structure names them.
@@ -217,7 +247,9 @@ def to_torch(net: Layer, params: Params, state: State = None) -> dict[str, np.nd
     if net.stateful and state is None:
         raise ArgumentError(f"to_torch: {type(net).__name__} keeps state (BatchNorm's running "
                             f"statistics): pass state=...")
-    trees = {"params": _flat(params), "state": _flat(state) if net.stateful else {}}
+    repeats = _repeats(net)
+    trees = {"params": _by_copy(_flat(params), repeats),
+             "state": _by_copy(_flat(state), repeats) if net.stateful else {}}
     # C-ordered, writable copies: what torch.as_tensor and safetensors' writer expect
     return {t.torch: np.array(t.join([np.asarray(trees[t.tree][p]) for p in t.paths]),
                               order="C")
@@ -250,7 +282,9 @@ def from_torch(net: Layer, weights: Any, *, strict: bool = True, params: Params 
     given = _read(weights)
     template = net.init(jax.random.key(0)) if params is None else params
     state_template = (net.init_state() if state is None else state) if net.stateful else None
-    trees = {"params": _flat(template), "state": _flat(state_template)}
+    repeats = _repeats(net)
+    trees = {"params": _by_copy(_flat(template), repeats),
+             "state": _by_copy(_flat(state_template), repeats)}
     missing = []
     for tensor in _tensors(net, template):
         if tensor.torch not in given:
@@ -262,8 +296,10 @@ def from_torch(net: Layer, weights: Any, *, strict: bool = True, params: Params 
             leaves[path] = jnp.asarray(array, dtype=jnp.result_type(leaves[path]))
     if strict and (missing or given):
         raise InteropError(_unmatched_message(missing, sorted(given)))
-    loaded_params = _rebuilt(template, trees["params"])
-    out: Any = ((loaded_params, _rebuilt(state_template, trees["state"])) if net.stateful
+    loaded_params = _rebuilt(template, _stacked_again(trees["params"], repeats))
+    out: Any = ((loaded_params, _rebuilt(state_template, _stacked_again(trees["state"],
+                                                                         repeats)))
+                if net.stateful
                 else loaded_params)
     if strict:
         return out

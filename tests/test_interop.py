@@ -301,11 +301,48 @@ class MismatchTest(parameterized.TestCase):
                          {"weight", "bias"})
 
 
-def test_a_repeat_is_refused_with_a_clear_error_both_ways():
-    net = nn.Net([nn.Repeat(nn.Linear(4, 4), 2)])
-    params = net.init(jax.random.key(0))
-    with pytest.raises(interop.InteropError, match=r"the nn.Repeat at '0' stacks its "
-                                                   r"copies' params \(W, b\).*a Net of 2"):
-        interop.to_torch(net, params)
-    with pytest.raises(interop.InteropError, match=r"nn.Repeat"):
-        interop.from_torch(net, {"0.0.weight": np.zeros((4, 4), np.float32)})
+class RepeatTest(parameterized.TestCase):
+    """An nn.Repeat's copies take the names a sequence of the same copies takes (PyTorch's
+    ModuleList), each copy's tensors one row of the stacked params and state."""
+
+    def test_a_repeat_is_named_as_a_sequence_of_its_copies_both_ways(self):
+        block = nn.Residual(nn.Net([nn.Linear(8, 8), nn.BatchNorm(8), nn.ReLU()]))
+        stacked = nn.Net([nn.Linear(4, 8), nn.Repeat(block, 3), nn.Linear(8, 2)])
+        copies = nn.Net([nn.Linear(4, 8), nn.Net([block] * 3), nn.Linear(8, 2)])
+        params, state = stacked.init(jax.random.key(0)), stacked.init_state()
+        state = jax.tree.map(lambda a: a + jnp.arange(3).reshape((3,) + (1,) * (a.ndim - 1)),
+                             state)  # each copy's statistics its own
+
+        def rows(tree):
+            return [tree[0], [jax.tree.map(lambda a, i=i: a[i], tree[1]) for i in range(3)],
+                    tree[2]]
+
+        sd = interop.to_torch(stacked, params, state)
+        want = interop.to_torch(copies, rows(params), rows(state))
+        self.assertEqual(sorted(sd), sorted(want))
+        self.assertIn("1.2.1.running_mean", sd)
+        for name in want:
+            np.testing.assert_array_equal(sd[name], want[name], err_msg=name)
+        got_params, got_state = interop.from_torch(stacked, sd)
+        chex.assert_trees_all_equal((got_params, got_state), (params, state))
+
+    def test_a_bare_and_a_nested_repeat_round_trip(self):
+        nested = nn.Repeat(nn.Net([nn.Linear(4, 4), nn.Repeat(nn.Linear(4, 4), 2)]), 3)
+        params = nested.init(jax.random.key(1))
+        sd = interop.to_torch(nested, params)
+        self.assertEqual(sorted(sd), sorted(f"{i}.{rest}" for i in range(3) for rest in (
+            "0.weight", "0.bias", "1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias")))
+        np.testing.assert_array_equal(sd["2.1.1.weight"], params[1]["W"][2, 1].T)
+        chex.assert_trees_all_equal(interop.from_torch(nested, sd), params)
+
+    def test_a_copy_that_does_not_fit_is_named_by_its_copy_path(self):
+        net = nn.Net([nn.Repeat(nn.Linear(4, 4), 2)])
+        sd = interop.to_torch(net, net.init(jax.random.key(0)))
+        sd["0.1.weight"] = np.zeros((4, 5), np.float32)
+        with pytest.raises(interop.InteropError, match=r"'0.1.weight' has shape \(4, 5\), but "
+                                                       r"minitorch params 0.1.W needs \(4, 4\)"):
+            interop.from_torch(net, sd)
+        del sd["0.1.weight"]
+        with pytest.raises(interop.InteropError, match=r"'0.1.weight' \(minitorch params "
+                                                       r"0.1.W\)"):
+            interop.from_torch(net, sd)
