@@ -3,7 +3,8 @@
 A path names a sub-layer (or one param) the way errors, summaries and telemetry do
 (:mod:`minitorch.nn.paths`): ``"0"`` is a net's first layer, ``"2.attn"`` the ``attn`` of
 its third, ``"2.blocks.0"`` the first element of its sequence field ``blocks``, ``"0.W"``
-one array. Freezing has two halves, both needed:
+one array, ``"blocks.3"`` the fourth copy of an ``nn.Repeat`` (its rows of the stacked
+arrays; :func:`mask`). Freezing has two halves, both needed:
 
 - :func:`optimizer` wraps an optax optimiser so that frozen params get exactly zero updates
   (after weight decay, momentum, anything the optimiser adds). Its state is the inner
@@ -33,10 +34,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from minitorch.errors import ArgumentError
+from minitorch.nn.core import Layer
 from minitorch.nn.paths import leaf_paths, under
+from minitorch.nn.repeat import repeats_below, split_copies, stack_copies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +72,17 @@ def describe(paths: Paths) -> Any:
     return {"trainable": list(paths.paths)} if isinstance(paths, AllBut) else list(paths)
 
 
-def mask(params: Any, paths: Paths) -> Any:
-    """A pytree of bools shaped like ``params``: True for every leaf under a frozen path
-    (with :class:`AllBut`, for every leaf under none of its paths).
+def mask(params: Any, paths: Paths, model: Layer | None = None) -> Any:
+    """A pytree shaped like ``params``: True for every leaf under a frozen path (with
+    :class:`AllBut`, for every leaf under none of its paths), else False.
+
+    With ``model`` (the layer ``params`` belong to), paths are layer paths, where an
+    ``nn.Repeat``'s copies are its children: ``"blocks.3"`` (or a part of it,
+    ``"blocks.3.attn"``) freezes that copy's rows of the stacked arrays, and such a leaf's
+    entry is a NumPy bool array over the stacking axes (``(n,)``; ``(n, m)`` for a repeat
+    inside a repeat) instead of one bool. Without it, paths are the params tree's own,
+    where a repeat's stacked arrays sit at the repeat's path (``"blocks.attn.q.W"``, every
+    copy at once); ``make_step`` and ``fit`` pass their net.
 
     Raises ArgumentError for a path that names no params (listing the top-level ones).
     """
@@ -78,21 +90,40 @@ def mask(params: Any, paths: Paths) -> Any:
         raise ArgumentError(f"freeze: paths must be a list of paths, received the string "
                             f"{paths!r} (write [{paths!r}])")
     named = paths.paths if isinstance(paths, AllBut) else paths
+    leaves, treedef = jax.tree_util.tree_flatten(params)
     names = leaf_paths(params)
+    repeats = [] if model is None else repeats_below(model)
+    # Each leaf's copies at their own paths (zero-size views: only the indexing is used).
+    copies = split_copies({n: np.broadcast_to(np.False_, np.shape(a))
+                           for n, a in zip(names, leaves)}, repeats)
     for path in named:
-        if not any(under(name, [path]) for name in names):
+        if not any(under(name, [path]) for name in copies):
             tops = sorted({name.split(".")[0] for name in names}, key=lambda n: (len(n), n))
+            hint = "" if model is not None else " (a copy of an nn.Repeat is named with model=)"
             raise ArgumentError(f"freeze: no params under path {path!r}; the params' paths "
-                                f"start with {tops}")
+                                f"start with {tops}{hint}")
     inverted = isinstance(paths, AllBut)
-    frozen = [under(name, named) != inverted for name in names]
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), frozen)
+    by_copy = stack_copies({c: under(c, named) != inverted for c in copies}, repeats,
+                           stack=np.stack)
+    return jax.tree_util.tree_unflatten(treedef, [_collapsed(np.asarray(by_copy[name]))
+                                                  for name in names])
 
 
-def optimizer(inner: optax.GradientTransformation, paths: Paths
-              ) -> optax.GradientTransformation:
+def _collapsed(frozen: np.ndarray) -> bool | np.ndarray:
+    """One bool where every copy agrees (the whole array frozen or not), else the array."""
+    return bool(frozen.all()) if frozen.all() or not frozen.any() else frozen
+
+
+def _over(frozen: np.ndarray, leaf: Any) -> np.ndarray:
+    """A mask over the stacking axes, broadcastable against the leaf."""
+    return frozen.reshape(frozen.shape + (1,) * (jnp.ndim(leaf) - frozen.ndim))
+
+
+def optimizer(inner: optax.GradientTransformation, paths: Paths,
+              model: Layer | None = None) -> optax.GradientTransformation:
     """``inner``, with its updates of frozen params replaced by zeros; same state as
-    ``inner`` (``update`` needs ``params``, to find the frozen ones)."""
+    ``inner`` (``update`` needs ``params``, to find the frozen ones). ``model``: see
+    :func:`mask` (needed for paths that name copies of an ``nn.Repeat``)."""
     if not paths:
         return inner
 
@@ -101,16 +132,27 @@ def optimizer(inner: optax.GradientTransformation, paths: Paths
             raise ArgumentError("freeze.optimizer: update needs params (opt.update(grads, "
                                 "state, params)) to know which are frozen")
         updates, state = inner.update(grads, state, params)
-        zeroed = jax.tree.map(lambda f, u: jnp.zeros_like(u) if f else u,
-                              mask(params, paths), updates)
-        return zeroed, state
+        return jax.tree.map(_zeroed, mask(params, paths, model), updates), state
 
     return optax.GradientTransformation(inner.init, update)
 
 
-def stop_gradients(params: Any, paths: Paths) -> Any:
-    """``params`` with ``lax.stop_gradient`` on every frozen leaf (values unchanged)."""
+def _zeroed(frozen: bool | np.ndarray, update: Any) -> Any:
+    if isinstance(frozen, np.ndarray):
+        return jnp.where(_over(frozen, update), jnp.zeros_like(update), update)
+    return jnp.zeros_like(update) if frozen else update
+
+
+def stop_gradients(params: Any, paths: Paths, model: Layer | None = None) -> Any:
+    """``params`` with ``lax.stop_gradient`` on every frozen leaf (values unchanged); on a
+    repeat's stacked leaf of which some copies are frozen, on those copies' rows (their
+    gradients are zero, but XLA still computes the products of the whole stack)."""
     if not paths:
         return params
-    return jax.tree.map(lambda f, p: jax.lax.stop_gradient(p) if f else p,
-                        mask(params, paths), params)
+    return jax.tree.map(_stopped, mask(params, paths, model), params)
+
+
+def _stopped(frozen: bool | np.ndarray, param: Any) -> Any:
+    if isinstance(frozen, np.ndarray):
+        return jnp.where(_over(frozen, param), jax.lax.stop_gradient(param), param)
+    return jax.lax.stop_gradient(param) if frozen else param

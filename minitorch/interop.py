@@ -59,9 +59,9 @@ from minitorch.nn.core import Layer, Params, State
 from minitorch.nn.embedding import Embedding
 from minitorch.nn.linear import Linear
 from minitorch.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
-from minitorch.nn.paths import dotted, join, under
+from minitorch.nn.paths import dotted, join
 from minitorch.nn.recurrent import _Recurrent
-from minitorch.nn.repeat import Repeat
+from minitorch.nn.repeat import repeats_below, split_copies, stack_copies
 
 __all__ = ["InteropError", "Unmatched", "from_torch", "to_torch"]
 
@@ -201,39 +201,6 @@ def _flat(tree: Any) -> dict[str, Any]:
     return {dotted(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _repeats(layer: Layer, prefix: str = "") -> list[tuple[str, int]]:
-    """Every ``nn.Repeat`` below ``layer``: its path and copies, an outer one before those
-    inside its copies (listed once per copy: ``"blocks.0.inner"``, ``"blocks.1.inner"``)."""
-    found = [(prefix, layer.n)] if isinstance(layer, Repeat) else []
-    for name, child in layer.children():
-        found += _repeats(child, join(prefix, name))
-    return found
-
-
-def _by_copy(flat: dict[str, Any], repeats: list[tuple[str, int]]) -> dict[str, Any]:
-    """``flat`` with each repeat's stacked leaves split into its copies' rows, at the
-    copies' paths (``"blocks.attn.q.W"`` of shape (n, ...) -> ``"blocks.3.attn.q.W"``):
-    the paths ``_tensors`` names, as for a sequence of copies."""
-    flat = dict(flat)
-    for path, n in repeats:
-        for key in [k for k in flat if not path or under(k, [path])]:
-            stacked, rest = flat.pop(key), key[len(path):].lstrip(".")
-            flat.update({join(join(path, str(i)), rest): stacked[i] for i in range(n)})
-    return flat
-
-
-def _stacked_again(flat: dict[str, Any], repeats: list[tuple[str, int]]) -> dict[str, Any]:
-    """:func:`_by_copy` undone: each repeat's copies' rows stacked back, inner ones first."""
-    flat = dict(flat)
-    for path, n in reversed(repeats):
-        first = join(path, "0")
-        for key in [k for k in flat if under(k, [first])]:
-            rest = key[len(first):].lstrip(".")
-            flat[join(path, rest)] = jnp.stack([flat.pop(join(join(path, str(i)), rest))
-                                                for i in range(n)])
-    return flat
-
-
 def to_torch(net: Layer, params: Params, state: State = None) -> dict[str, np.ndarray]:
     """``net``'s params (and, for a stateful net, ``state``) as a PyTorch ``state_dict``
     of NumPy arrays, named as a PyTorch model of the same structure names them.
@@ -247,9 +214,9 @@ def to_torch(net: Layer, params: Params, state: State = None) -> dict[str, np.nd
     if net.stateful and state is None:
         raise ArgumentError(f"to_torch: {type(net).__name__} keeps state (BatchNorm's running "
                             f"statistics): pass state=...")
-    repeats = _repeats(net)
-    trees = {"params": _by_copy(_flat(params), repeats),
-             "state": _by_copy(_flat(state), repeats) if net.stateful else {}}
+    repeats = repeats_below(net)
+    trees = {"params": split_copies(_flat(params), repeats),
+             "state": split_copies(_flat(state), repeats) if net.stateful else {}}
     # C-ordered, writable copies: what torch.as_tensor and safetensors' writer expect
     return {t.torch: np.array(t.join([np.asarray(trees[t.tree][p]) for p in t.paths]),
                               order="C")
@@ -282,9 +249,9 @@ def from_torch(net: Layer, weights: Any, *, strict: bool = True, params: Params 
     given = _read(weights)
     template = net.init(jax.random.key(0)) if params is None else params
     state_template = (net.init_state() if state is None else state) if net.stateful else None
-    repeats = _repeats(net)
-    trees = {"params": _by_copy(_flat(template), repeats),
-             "state": _by_copy(_flat(state_template), repeats)}
+    repeats = repeats_below(net)
+    trees = {"params": split_copies(_flat(template), repeats),
+             "state": split_copies(_flat(state_template), repeats)}
     missing = []
     for tensor in _tensors(net, template):
         if tensor.torch not in given:
@@ -296,8 +263,8 @@ def from_torch(net: Layer, weights: Any, *, strict: bool = True, params: Params 
             leaves[path] = jnp.asarray(array, dtype=jnp.result_type(leaves[path]))
     if strict and (missing or given):
         raise InteropError(_unmatched_message(missing, sorted(given)))
-    loaded_params = _rebuilt(template, _stacked_again(trees["params"], repeats))
-    out: Any = ((loaded_params, _rebuilt(state_template, _stacked_again(trees["state"],
+    loaded_params = _rebuilt(template, stack_copies(trees["params"], repeats))
+    out: Any = ((loaded_params, _rebuilt(state_template, stack_copies(trees["state"],
                                                                          repeats)))
                 if net.stateful
                 else loaded_params)

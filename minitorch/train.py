@@ -377,11 +377,11 @@ def make_update(net: Layer | None, loss: Loss | Objective,
                                          checked=checked,
                                          telemetry=telemetry, metrics=metrics)
     if frozen:
-        optimizer = freeze.optimizer(optimizer, frozen)
+        optimizer = freeze.optimizer(optimizer, frozen, net)
         trainable = objective
 
         def objective(params, state, batch, key):
-            return trainable(freeze.stop_gradients(params, frozen), state, batch, key)
+            return trainable(freeze.stop_gradients(params, frozen, net), state, batch, key)
     def scaled(params, state, batch, key, scale):
         value, aux = objective(params, state, batch, key)
         # Without a loss scale (the Python float 1.0) the program is the plain one.

@@ -119,3 +119,56 @@ def test_trainable_is_the_inverse_of_frozen():
     with pytest.raises(ArgumentError, match="no params under path '9'"):
         train.make_step(net, LOSS, opt, trainable=["9"])(params, opt.init(params), (x, y),
                                                          None)
+
+
+def repeat_net(stacked=True):
+    """A Net around three residual copies: stacked in an nn.Repeat, or a Net of copies."""
+    block = nn.Residual(nn.Net([nn.LayerNorm(8), nn.Linear(8, 8)]))
+    middle = nn.Repeat(block, 3) if stacked else nn.Net([block] * 3)
+    return nn.Net([nn.Linear(4, 8), middle, nn.Linear(8, 3)])
+
+
+def test_a_repeat_copy_is_frozen_by_its_path_alone():
+    net = repeat_net()  # copies' params: [LayerNorm's, Linear's], stacked on a leading 3
+    params = net.init(jax.random.key(0))
+    is_frozen = freeze.mask(params, ["1.1"], net)  # copy 1 (with the model: layer paths)
+    np.testing.assert_array_equal(is_frozen[1][1]["W"], [False, True, False])
+    np.testing.assert_array_equal(is_frozen[1][0]["scale"], [False, True, False])
+    assert is_frozen[0]["W"] is False
+    assert freeze.mask(params, ["1"], net)[1][1]["W"] is True      # every copy: one bool
+    nested = freeze.mask(params, freeze.AllBut(("1.2.0",)), net)    # copy 2's LayerNorm
+    np.testing.assert_array_equal(nested[1][0]["scale"], [True, True, False])
+    assert nested[1][1]["W"] is True
+    # Without the model, paths are the params tree's: "1.1" is every copy's Linear.
+    assert freeze.mask(params, ["1.1"])[1][1]["W"] is True
+    with pytest.raises(ArgumentError, match=r"no params under path '1.2'.*a copy of an "
+                                            r"nn.Repeat is named with model="):
+        freeze.mask(params, ["1.2"])
+    with pytest.raises(ArgumentError, match=r"no params under path '1.3'"):
+        freeze.mask(params, ["1.3"], net)
+
+
+@pytest.mark.parametrize("frozen, trainable", [(["1.1", "2.b"], None), ((), ["1.2", "0"])])
+def test_freezing_repeat_copies_trains_as_the_same_net_of_copies(frozen, trainable):
+    """make_step with copies frozen: the frozen rows stay bit-unchanged, and every param
+    equals what the same freezing of a Net of copies gives."""
+    opt = optim.sgd(0.1, momentum=0.9, weight_decay=1e-2)
+    stacked, chain = repeat_net(), repeat_net(stacked=False)
+    params = stacked.init(jax.random.key(0))
+    rows = [params[0], [jax.tree.map(lambda a, i=i: a[i], params[1]) for i in range(3)],
+            params[2]]
+    results = []
+    for net, p in ((stacked, params), (chain, rows)):
+        step = train.make_step(net, LOSS, opt, frozen=frozen, trainable=trainable,
+                               donate=False)
+        opt_state = opt.init(p)
+        for i in range(3):
+            p, opt_state, _ = step(p, opt_state, batch(seed=i), None)
+        results.append(p)
+    got, want = results
+    unstacked = [got[0], [jax.tree.map(lambda a, i=i: a[i], got[1]) for i in range(3)], got[2]]
+    chex.assert_trees_all_close(unstacked, want, rtol=1e-5, atol=1e-6)
+    kept = 1 if frozen else 0  # a copy whose rows must not move; copy 2 trains in both
+    for before, after in zip(jax.tree.leaves(params[1]), jax.tree.leaves(got[1])):
+        assert np.asarray(after[kept]).tobytes() == np.asarray(before[kept]).tobytes()
+        assert not np.array_equal(after[2], before[2])

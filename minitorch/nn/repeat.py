@@ -11,6 +11,10 @@ anywhere else (``"blocks.3"`` in a composite, ``"2.3"`` in a net): in errors, ``
 reports at its path). Their params, state (BatchNorm) and decoding caches are the single
 layer's trees with every leaf stacked on a leading axis of ``n``; ``parallel.param_shardings``
 splits the stack's arrays as the single layer declares, the stacking axis kept whole.
+
+What names a param by path beyond the params tree (``interop``'s PyTorch names,
+``frozen=``) sees each copy's rows at the copy's path through :func:`split_copies`:
+``"blocks.attn.q.W"`` of shape (n, ...) is ``"blocks.3.attn.q.W"``, its row 3.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from minitorch.errors import ShapeError
 from minitorch.nn.checks import check_key, name_of
 from minitorch.nn.containers import TREE_ERRORS, TREE_MAKERS, Container
 from minitorch.nn.core import Cache, Layer, Params, PRNGKey, State, run_child, set_fields
-from minitorch.nn.paths import Tap
+from minitorch.nn.paths import Tap, join, under
 from minitorch.validate import layer_argument, positive_int
 
 
@@ -130,3 +134,39 @@ def _promotes(x: Any, params: Params) -> bool:
     floats = [a for a in jax.tree.leaves(params) if jnp.issubdtype(a.dtype, jnp.floating)]
     leaves = [a for a in jax.tree.leaves(x) if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
     return any(jnp.result_type(a, *floats) != jnp.result_type(a) for a in leaves)
+
+
+def repeats_below(layer: Layer, prefix: str = "") -> list[tuple[str, int]]:
+    """Every :class:`Repeat` in ``layer`` (itself included): its path and its ``n``, an
+    outer one before those inside its copies (listed once per copy: ``"blocks.0.inner"``,
+    ``"blocks.1.inner"``, ...)."""
+    found = [(prefix, layer.n)] if isinstance(layer, Repeat) else []
+    for name, child in layer.children():
+        found += repeats_below(child, join(prefix, name))
+    return found
+
+
+def split_copies(flat: dict[str, Any], repeats: list[tuple[str, int]]) -> dict[str, Any]:
+    """``flat`` (leaves by dotted path) with each repeat's stacked leaves split into its
+    copies' rows at the copies' paths: ``"blocks.W"`` (n, ...) -> ``"blocks.0.W"`` ...
+    ``"blocks.{n-1}.W"``. ``repeats``: :func:`repeats_below` of the layer."""
+    flat = dict(flat)
+    for path, n in repeats:
+        for key in [k for k in flat if not path or under(k, [path])]:
+            stacked, rest = flat.pop(key), key[len(path):].lstrip(".")
+            flat.update({join(join(path, str(i)), rest): stacked[i] for i in range(n)})
+    return flat
+
+
+def stack_copies(flat: dict[str, Any], repeats: list[tuple[str, int]],
+                 stack: Any = jnp.stack) -> dict[str, Any]:
+    """:func:`split_copies` undone: each repeat's copies' rows stacked back with ``stack``
+    at the repeat's path, the innermost repeats first."""
+    flat = dict(flat)
+    for path, n in reversed(repeats):
+        first = join(path, "0")
+        for key in [k for k in flat if under(k, [first])]:
+            rest = key[len(first):].lstrip(".")
+            flat[join(path, rest)] = stack([flat.pop(join(join(path, str(i)), rest))
+                                            for i in range(n)])
+    return flat
