@@ -99,7 +99,8 @@ def mask(params: Any, paths: Paths, model: Layer | None = None) -> Any:
     for path in named:
         if not any(under(name, [path]) for name in copies):
             tops = sorted({name.split(".")[0] for name in names}, key=lambda n: (len(n), n))
-            hint = "" if model is not None else " (a copy of an nn.Repeat is named with model=)"
+            hint = ("" if model is not None else " (a copy of an nn.Repeat is found only "
+                    "with the model: make_step(net, ...), fit, or the model argument here)")
             raise ArgumentError(f"freeze: no params under path {path!r}; the params' paths "
                                 f"start with {tops}{hint}")
     inverted = isinstance(paths, AllBut)

@@ -80,13 +80,19 @@ def test_frozen_layers_cost_no_weight_gradient_products():
     assert dots(["0", "2"]) == 4
 
 
+def fit_frozen(net, frozen):
+    """The net's initial params and those after 2 epochs of fit with ``frozen``."""
+    params = net.init(jax.random.key(0))
+    trained, _, _ = fit(net, LOSS, optim.sgd(0.1, momentum=0.9), batch(64), epochs=2,
+                        batch_size=16, progress=False, params=jax.tree.map(jnp.copy, params),
+                        frozen=frozen)
+    return params, trained
+
+
 def test_fit_freezes_by_path_and_a_bad_path_is_named():
     net = block_net()
-    params = net.init(jax.random.key(0))
+    params, trained = fit_frozen(net, ["2"])
     x, y = batch(64)
-    trained, _, _ = fit(net, LOSS, optim.sgd(0.1, momentum=0.9), (x, y), epochs=2,
-                        batch_size=16, progress=False, params=jax.tree.map(jnp.copy, params),
-                        frozen=["2"])
     chex.assert_trees_all_equal(trained[2], params[2])
     assert not np.array_equal(trained[0]["W"], params[0]["W"])
     with pytest.raises(ArgumentError, match=r"freeze: no params under path '5'; the params' "
@@ -142,7 +148,7 @@ def test_a_repeat_copy_is_frozen_by_its_path_alone():
     # Without the model, paths are the params tree's: "1.1" is every copy's Linear.
     assert freeze.mask(params, ["1.1"])[1][1]["W"] is True
     with pytest.raises(ArgumentError, match=r"no params under path '1.2'.*a copy of an "
-                                            r"nn.Repeat is named with model="):
+                                            r"nn.Repeat is found only with the model"):
         freeze.mask(params, ["1.2"])
     with pytest.raises(ArgumentError, match=r"no params under path '1.3'"):
         freeze.mask(params, ["1.3"], net)
@@ -172,3 +178,10 @@ def test_freezing_repeat_copies_trains_as_the_same_net_of_copies(frozen, trainab
     for before, after in zip(jax.tree.leaves(params[1]), jax.tree.leaves(got[1])):
         assert np.asarray(after[kept]).tobytes() == np.asarray(before[kept]).tobytes()
         assert not np.array_equal(after[2], before[2])
+
+
+def test_fit_freezes_a_repeat_copy():
+    params, trained = fit_frozen(repeat_net(), ["1.0"])
+    for before, after in zip(jax.tree.leaves(params[1]), jax.tree.leaves(trained[1])):
+        np.testing.assert_array_equal(after[0], before[0])          # copy 0 frozen
+        assert not np.array_equal(after[1:], before[1:])             # copies 1, 2 train
