@@ -136,17 +136,24 @@ def _batched_forward(p, x):
     return hs.swapaxes(0, 1), (p, x, h_prev, c_prev, zs)
 
 
-def _batched_backward(residuals, g):
-    p, x, h_prev, c_prev, zs = residuals
-    zeros = jnp.zeros_like(h_prev[0])
+def _gate_cotangents(g, c_prev, zs, through_w_hh):
+    """The reverse scan of both batched backward passes: every step's gate cotangents
+    ``dz`` (T, N, 4H), carrying only ``dh`` (``through_w_hh(dz)``, the one product per
+    step) and ``dc``; the weight gradients are left to the caller."""
+    zeros = jnp.zeros(c_prev.shape[1:], c_prev.dtype)
 
     def back(carry, step):
         dh_next, dc_next = carry
         g_t, c, z = step
         dz, dc = jax.vjp(_lstm_cell, z, c)[1]((g_t + dh_next, dc_next))
-        return (dz @ p["w_hh"].T, dc), dz
+        return (through_w_hh(dz), dc), dz
 
-    _, dzs = lax.scan(back, (zeros, zeros), (g.swapaxes(0, 1), c_prev, zs), reverse=True)
+    return lax.scan(back, (zeros, zeros), (g.swapaxes(0, 1), c_prev, zs), reverse=True)[1]
+
+
+def _batched_backward(residuals, g):
+    p, x, h_prev, c_prev, zs = residuals
+    dzs = _gate_cotangents(g, c_prev, zs, lambda dz: dz @ p["w_hh"].T)
     rows = dzs.reshape(-1, 4 * H)                                    # (T * N, 4H)
     xs = x.swapaxes(0, 1).reshape(-1, x.shape[-1])
     grads = {"w_ih": xs.T @ rows, "w_hh": h_prev.reshape(-1, H).T @ rows, "b": rows.sum(0)}
@@ -183,15 +190,7 @@ def _gate_major_forward(p, x):
 def _gate_major_backward(residuals, g):
     w_t, vs, c_prev, zs = residuals
     w_hh = w_t[:, -H:]                                                 # (4H, H)
-    zeros = jnp.zeros((vs.shape[1], H), vs.dtype)
-
-    def back(carry, step):
-        dh_next, dc_next = carry
-        g_t, c, z = step
-        dz, dc = jax.vjp(_lstm_cell, z, c)[1]((g_t + dh_next, dc_next))
-        return ((w_hh.T @ dz.T).T, dc), dz
-
-    _, dzs = lax.scan(back, (zeros, zeros), (g.swapaxes(0, 1), c_prev, zs), reverse=True)
+    dzs = _gate_cotangents(g, c_prev, zs, lambda dz: (w_hh.T @ dz.T).T)
     rows = dzs.reshape(-1, 4 * H)                                      # (T * N, 4H)
     dw = vs.reshape(-1, vs.shape[-1]).T @ rows                         # (IN + H, 4H)
     grads = {"w_ih": dw[:-H], "w_hh": dw[-H:], "b": rows.sum(0)}

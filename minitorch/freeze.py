@@ -133,15 +133,18 @@ def optimizer(inner: optax.GradientTransformation, paths: Paths,
             raise ArgumentError("freeze.optimizer: update needs params (opt.update(grads, "
                                 "state, params)) to know which are frozen")
         updates, state = inner.update(grads, state, params)
-        return jax.tree.map(_zeroed, mask(params, paths, model), updates), state
+        return jax.tree.map(lambda f, u: _where_frozen(f, u, jnp.zeros_like),
+                            mask(params, paths, model), updates), state
 
     return optax.GradientTransformation(inner.init, update)
 
 
-def _zeroed(frozen: bool | np.ndarray, update: Any) -> Any:
+def _where_frozen(frozen: bool | np.ndarray, leaf: Any, replace: Any) -> Any:
+    """``replace(leaf)`` where ``frozen``, ``leaf`` elsewhere: the whole leaf for a bool,
+    the frozen copies' rows for a mask over a repeat's stacking axes."""
     if isinstance(frozen, np.ndarray):
-        return jnp.where(_over(frozen, update), jnp.zeros_like(update), update)
-    return jnp.zeros_like(update) if frozen else update
+        return jnp.where(_over(frozen, leaf), replace(leaf), leaf)
+    return replace(leaf) if frozen else leaf
 
 
 def stop_gradients(params: Any, paths: Paths, model: Layer | None = None) -> Any:
@@ -150,10 +153,5 @@ def stop_gradients(params: Any, paths: Paths, model: Layer | None = None) -> Any
     gradients are zero, but XLA still computes the products of the whole stack)."""
     if not paths:
         return params
-    return jax.tree.map(_stopped, mask(params, paths, model), params)
-
-
-def _stopped(frozen: bool | np.ndarray, param: Any) -> Any:
-    if isinstance(frozen, np.ndarray):
-        return jnp.where(_over(frozen, param), jax.lax.stop_gradient(param), param)
-    return jax.lax.stop_gradient(param) if frozen else param
+    return jax.tree.map(lambda f, p: _where_frozen(f, p, jax.lax.stop_gradient),
+                        mask(params, paths, model), params)
