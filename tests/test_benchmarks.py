@@ -115,7 +115,7 @@ def test_telemetry_floor_objective_reports_every_layer_and_the_same_loss():
 
     net = nn.Net([nn.Conv2D(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)])
     params = net.init(jax.random.key(0))
-    x, y = jax.random.normal(jax.random.key(1), (8, 1, 8, 8)), jnp.arange(8) % 3
+    x, y = nn.init.normal(jax.random.key(1), (8, 1, 8, 8)), jnp.arange(8) % 3
     opt = optim.sgd(0.1)
     _, _, metrics = train.make_step(None, activation_means_objective(net), opt, donate=False)(
         params, opt.init(params), (x, y), None)
@@ -155,8 +155,9 @@ def test_sequence_formulations_compute_the_same_values():
     compare like for like."""
     from benchmarks import sequence_formulations as sf
     from benchmarks import sequence_peers as sp
+    from minitorch import nn
     keys = jax.random.split(jax.random.key(0), 4)
-    x = jax.random.normal(keys[0], (sf.N, 8, sf.IN))
+    x = nn.init.normal(keys[0], (sf.N, 8, sf.IN))
     p = {"w_ih": 0.05 * jax.random.normal(keys[1], (sf.IN, 4 * sf.H)),
          "w_hh": 0.05 * jax.random.normal(keys[2], (sf.H, 4 * sf.H)),
          "b": 0.1 * jax.random.normal(keys[3], (4 * sf.H,))}

@@ -1,22 +1,20 @@
 """SIGKILL a process while it writes checkpoints, 20 times at random moments: the latest
 checkpoint must always load and be one that was written completely."""
 
+import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minitorch.checkpoint import CheckpointManager
+from tests import checkpoint_writer
 
-pytestmark = pytest.mark.slow  # subprocesses killed mid-write
+pytestmark = pytest.mark.slow  # child processes killed mid-write
 
-ROOT = Path(__file__).resolve().parent.parent
 KILLS = 20
 
 
@@ -29,18 +27,23 @@ def template():
 def test_sigkill_during_writes_never_leaves_a_broken_latest_checkpoint(tmp_path):
     rng = random.Random(1234)
     directory = tmp_path / "run"
-    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
-           "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    # A fork server imports the writer (and jax) once; each writer is a fork of it, with
+    # the JAX backend not yet started there, so every child starts its own.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.checkpoint_writer"])
     highest, torn = 0, 0
     for kill in range(KILLS):
-        writer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "checkpoint_writer.py"),
-                                   str(directory)], stdout=subprocess.PIPE, text=True, env=env)
-        first = writer.stdout.readline()  # wait until it is writing
-        assert first.startswith("saved"), first
+        receiver, sender = context.Pipe(duplex=False)
+        writer = context.Process(target=checkpoint_writer.write_until_killed,
+                                 args=(str(directory), sender))
+        writer.start()
+        sender.close()
+        assert receiver.poll(60) and receiver.recv() >= 1  # wait until it is writing
         time.sleep(rng.uniform(0.0, 0.25))
         os.kill(writer.pid, signal.SIGKILL)
-        writer.wait(timeout=30)
-        writer.stdout.close()
+        writer.join(timeout=30)
+        assert writer.exitcode == -signal.SIGKILL
+        receiver.close()
         torn += any(directory.glob(".ckpt_*.tmp"))  # killed in the middle of a write
 
         manager = CheckpointManager(directory, keep=3)

@@ -78,7 +78,7 @@ def test_matmul_formulation_equals_xla_convolution(cin, cout, kernel, stride, pa
 
     layer = nn.Conv2D(cin, cout, kernel, stride, padding, dilation=dilation)
     w = layer.init(jax.random.key(0))["W"]
-    x = jax.random.normal(jax.random.key(1), (3, cin, *hw))
+    x = nn.init.normal(jax.random.key(1), (3, cin, *hw))
     pads = resolve_padding(padding, hw, layer.kernel_size, layer.stride, layer.dilation, "t")
 
     def by_matmul(x, w):
@@ -91,7 +91,7 @@ def test_matmul_formulation_equals_xla_convolution(cin, cout, kernel, stride, pa
 
     np.testing.assert_allclose(jax.jit(by_matmul)(x, w), jax.jit(by_xla)(x, w), rtol=1e-5,
                                atol=1e-5)
-    cotangent = jax.random.normal(jax.random.key(2), jax.eval_shape(by_xla, x, w).shape)
+    cotangent = nn.init.normal(jax.random.key(2), jax.eval_shape(by_xla, x, w).shape)
     grads = [jax.jit(lambda x, w, f=f: jax.vjp(f, x, w)[1](cotangent))(x, w)
              for f in (by_matmul, by_xla)]
     for a, b in zip(*grads):
@@ -132,7 +132,7 @@ class Conv1DTest(chex.TestCase):
     def test_equals_conv2d_of_height_one(self):
         layer = nn.Conv1D(3, 4, 3, padding=1)
         params = layer.init(jax.random.key(0))
-        x = jax.random.normal(jax.random.key(1), (2, 3, 8))
+        x = nn.init.normal(jax.random.key(1), (2, 3, 8))
         as_2d = nn.Conv2D(3, 4, (1, 3), padding=(0, 1))
         expected = as_2d.apply({"W": params["W"][:, :, None], "b": params["b"]}, x[:, :, None])
         np.testing.assert_allclose(self.variant(layer.apply)(params, x), expected[:, :, 0],
@@ -230,7 +230,7 @@ def test_the_formulation_follows_the_platform_lowered_for(platforms, convolution
     assert ("stablehlo.convolution" in text) == convolution
     assert ("stablehlo.dot_general" in text) == matmul
     if "cpu" in platforms:
-        x = jax.random.normal(jax.random.key(1), (2, 1, 8, 8))
+        x = nn.init.normal(jax.random.key(1), (2, 1, 8, 8))
         np.testing.assert_allclose(exported.call(params, x), net.apply(params, x),
                                    rtol=1e-6, atol=1e-6)
 

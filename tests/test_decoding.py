@@ -243,7 +243,7 @@ class GenerateTest(parameterized.TestCase):
                         CrossBlock(nn.MultiHeadAttention(WIDTH, 2, causal=True),
                                    nn.MultiHeadAttention(WIDTH, 2)), nn.Linear(WIDTH, VOCAB))
         params = model.init(jax.random.key(2))
-        memory = jax.random.normal(jax.random.key(3), (3, 5, WIDTH))
+        memory = nn.init.normal(jax.random.key(3), (3, 5, WIDTH))
         memory_mask = jnp.arange(5)[None] < jnp.asarray([[5], [2], [1]])  # padded sources
         prompt = ids(n=3, length=1, seed=2)
         got = nn.generate(model, params, prompt, LENGTH - 1, memory=memory,

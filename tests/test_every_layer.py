@@ -109,6 +109,12 @@ def run(layer, params, x):
     return layer.apply(params, x, key=jax.random.key(1), train=True)
 
 
+# The dtype tests run the layer compiled: one program per call instead of one per op
+# eagerly (dtypes are decided at trace time; test_jit_equals_eager_in_values_and_gradients
+# checks that jit and eager agree).
+run_jit = jax.jit(run, static_argnums=0)
+
+
 def test_every_exported_layer_has_an_example():
     assert exported_layers() - BASES == set(EXAMPLES)
 
@@ -123,7 +129,7 @@ def test_float32_by_default(name):
     with jax.enable_x64(True):  # float32 by choice, not because float64 is off
         params = layer.init(jax.random.key(0))
         assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
-        assert run(layer, params, make_input(spec)).dtype == jnp.float32
+        assert run_jit(layer, params, make_input(spec)).dtype == jnp.float32
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -137,10 +143,10 @@ def test_float64_and_bfloat16_params_and_inputs_are_honoured(name, dtype):
         params = layer.init(jax.random.key(0))
         assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(params))
         x = make_input(spec, dtype)
-        y = run(layer, params, x)
+        y = run_jit(layer, params, x)
         wide = jax.tree.map(lambda a: a.astype(jnp.float32), params)
         x32 = x.astype(jnp.float32) if spec[0] == "floats" else x
-        reference = run(make(jnp.float32), wide, x32)
+        reference = run_jit(make(jnp.float32), wide, x32)
         expected_dtype = jnp.float32 if name in OWN_OUTPUT_DTYPE else dtype
         assert y.dtype == expected_dtype
         tolerance = 5e-2 if dtype == jnp.bfloat16 else 1e-5
@@ -157,8 +163,8 @@ def test_narrow_inputs_with_float32_params(name, x_dtype):
     layer = make(jnp.float32)
     params = layer.init(jax.random.key(0))
     x = make_input(spec, x_dtype)
-    y = run(layer, params, x)
-    reference = run(layer, params, x.astype(jnp.float32))
+    y = run_jit(layer, params, x)
+    reference = run_jit(layer, params, x.astype(jnp.float32))
     leaves = jax.tree.leaves(params)
     promoted = jnp.result_type(x, *leaves) if leaves else jnp.dtype(x_dtype)
     assert y.dtype == (jnp.float32 if name in OWN_OUTPUT_DTYPE else promoted)

@@ -2,7 +2,8 @@
 
 The examples whose full run takes minutes (``QUICK``) run in the suite with ``--quick``:
 less data and fewer epochs, against a shorter bar each states beside its full one. Their
-full runs, the bars the README quotes, are marked ``full``: ``pytest -m full`` runs them.
+full runs, the bars the README quotes, are marked ``full``: ``pytest -m full`` runs them,
+with the bfloat16-compute runs of two examples.
 Every test here is ``slow`` (a subprocess that trains), out of the fast tier.
 """
 
@@ -83,15 +84,15 @@ def check_example(script, expected, tmp_path, *, quick):
             assert len(pngs) == 8 and result.stdout.strip().endswith(str(out))
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("script, args, expected", [
     ("digits_cnn.py", ("bfloat16",), "digits CNN (bfloat16 compute): test accuracy"),
-    ("char_transformer.py", (0, "bfloat16", "--quick"),
-     "char transformer (bfloat16 compute): validation"),
-    pytest.param("char_transformer.py", (0, "bfloat16"),
-                 "char transformer (bfloat16 compute): validation", marks=pytest.mark.full),
+    ("char_transformer.py", (0, "bfloat16"), "char transformer (bfloat16 compute): validation"),
 ])
 def test_example_reaches_its_bar_in_mixed_precision(script, args, expected):
-    """The same bars with float32 params and bfloat16 compute (nn.MixedPrecision)."""
+    """The same bars with float32 params and bfloat16 compute (nn.MixedPrecision). Under
+    ``full``: the test command checks bfloat16 compute layer by layer (test_precision,
+    test_every_layer) and these examples in float32."""
     result = run(script, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert expected in result.stdout, result.stdout

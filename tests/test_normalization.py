@@ -181,7 +181,7 @@ class GroupNormTest(chex.TestCase):
     def test_same_in_training_and_evaluation_and_per_example(self):
         layer = nn.GroupNorm(2, 4)
         params = layer.init(jax.random.key(0))
-        x = jax.random.normal(jax.random.key(1), (3, 4, 5))
+        x = nn.init.normal(jax.random.key(1), (3, 4, 5))
         y = self.variant(lambda p, v: layer.apply(p, v, train=True))(params, x)
         np.testing.assert_allclose(y, self.variant(layer.apply)(params, x))
         np.testing.assert_allclose(y[1:2], self.variant(layer.apply)(params, x[1:2]), atol=1e-6)

@@ -30,7 +30,7 @@ def test_same_params_values_and_gradients_as_the_bare_layer(policy, jit):
     key = jax.random.key(0)
     params = bare.init(key)
     chex.assert_trees_all_equal(lean.init(key), params)
-    x = jax.random.normal(jax.random.key(1), (3, 6, 16))
+    x = nn.init.normal(jax.random.key(1), (3, 6, 16))
 
     def loss(net, params, state, x):
         y, new_state = net.apply(params, x, key=jax.random.key(2), train=True, state=state)

@@ -34,7 +34,7 @@ def test_equals_a_net_of_copies_in_values_gradients_and_dropout(jit):
     stack, chain = nn.Repeat(block(), n), nn.Net([block() for _ in range(n)])
     params = stack.init(jax.random.key(0))
     chex.assert_trees_all_equal(copies(params, n), chain.init(jax.random.key(0)))
-    x = jax.random.normal(jax.random.key(1), (2, 5, WIDTH))
+    x = nn.init.normal(jax.random.key(1), (2, 5, WIDTH))
 
     def loss(net, params, x):
         return jnp.sum(jnp.sin(net.apply(params, x, key=jax.random.key(2), train=True)))
