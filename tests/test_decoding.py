@@ -58,11 +58,13 @@ def ids(n=2, length=LENGTH, seed=0):
 
 
 def decode_in_chunks(model, params, x, chunks):
-    """Apply ``x`` through the cache in consecutive chunks of the given lengths."""
+    """Apply ``x`` through the cache in consecutive chunks of the given lengths, compiled
+    (eager decoding: test_under_jit_and_in_a_net, the README's walk-through)."""
+    step = jax.jit(lambda params, chunk, cache: model.apply(params, chunk, cache=cache))
     cache = model.init_cache(x.shape[0], x.shape[1])
     outs, start = [], 0
     for size in chunks:
-        y, cache = model.apply(params, x[:, start:start + size], cache=cache)
+        y, cache = step(params, x[:, start:start + size], cache)
         outs.append(y)
         start += size
     return jnp.concatenate(outs, axis=1), cache
@@ -75,7 +77,7 @@ class CacheEqualsFullTest(chex.TestCase, parameterized.TestCase):
         model = lm()
         params = model.init(jax.random.key(0))
         x = ids()
-        full = model.apply(params, x)
+        full = jax.jit(model.apply)(params, x)
         got, cache = decode_in_chunks(model, params, x, chunks)
         np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-5)
         self.assertEqual(int(cache["blocks"][1]["attn"]["index"]), LENGTH)
@@ -87,7 +89,7 @@ class CacheEqualsFullTest(chex.TestCase, parameterized.TestCase):
         params = model.init(jax.random.key(1))
         x = ids()
         got, cache = decode_in_chunks(model, params, x, (4, 1, 7))
-        np.testing.assert_allclose(got, model.apply(params, x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, jax.jit(model.apply)(params, x), rtol=1e-5, atol=1e-5)
         self.assertEqual(sorted(cache["rnn"]), sorted([*getattr(nn, kind).carry_names,
                                                        "index", "max_length"]))
 

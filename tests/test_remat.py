@@ -52,12 +52,12 @@ def test_paths_summary_keywords_and_decoding_pass_through():
     assert set(nn.named_layers(lean)) == set(nn.named_layers(nn.Net([nn.Embedding(11, 16),
                                                                       block()])))
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 11, (2, 5)))
-    _, outputs = nn.intermediates(lean, params, ids)
+    _, outputs = jax.jit(nn.intermediates, static_argnums=0)(lean, params, ids)
     assert "1.attn" in outputs and "1.mlp.0" in outputs
-    full = lean.apply(params, ids)
-    cache = lean.init_cache(2, 5)
-    y, cache = lean.apply(params, ids[:, :3], cache=cache)
-    z, _ = lean.apply(params, ids[:, 3:], cache=cache)
+    full = jax.jit(lean.apply)(params, ids)
+    step = jax.jit(lambda params, chunk, cache: lean.apply(params, chunk, cache=cache))
+    y, cache = step(params, ids[:, :3], lean.init_cache(2, 5))
+    z, _ = step(params, ids[:, 3:], cache)
     np.testing.assert_allclose(jnp.concatenate([y, z], 1), full, rtol=1e-5, atol=1e-5)
 
 
