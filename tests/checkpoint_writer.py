@@ -2,8 +2,9 @@
 
 ``write_until_killed(directory, connection)`` runs in a child process: checkpoint ``s``
 holds arrays filled with the value ``s``, so a reader can tell a fully written checkpoint
-from a torn one; it sends ``s`` on ``connection`` after each save. The test starts each
-child from a fork server that imported this module once: 20 children, one import of jax.
+from a torn one; it sends ``s`` on ``connection`` after each save. The test forks each
+writer from a server that imported this module (tests/forked.py): 20 children, one import
+of jax.
 """
 
 from multiprocessing.connection import Connection

@@ -1,7 +1,6 @@
 """SIGKILL a process while it writes checkpoints, 20 times at random moments: the latest
 checkpoint must always load and be one that was written completely."""
 
-import multiprocessing
 import os
 import random
 import signal
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from minitorch.checkpoint import CheckpointManager
-from tests import checkpoint_writer
+from tests import checkpoint_writer, forked
 
 pytestmark = pytest.mark.slow  # child processes killed mid-write
 
@@ -27,10 +26,7 @@ def template():
 def test_sigkill_during_writes_never_leaves_a_broken_latest_checkpoint(tmp_path):
     rng = random.Random(1234)
     directory = tmp_path / "run"
-    # A fork server imports the writer (and jax) once; each writer is a fork of it, with
-    # the JAX backend not yet started there, so every child starts its own.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.checkpoint_writer"])
+    context = forked.context()  # each writer a fork of a server that imported jax once
     highest, torn = 0, 0
     for kill in range(KILLS):
         receiver, sender = context.Pipe(duplex=False)
