@@ -339,7 +339,7 @@ def donatable(trees: Any, names: tuple[str, ...], where: str) -> tuple:
 
     def unshare(leaf: Any) -> Any:
         if isinstance(leaf, jax.Array) and id(leaf) in held:
-            return jnp.copy(leaf)
+            return jax.device_put(leaf, may_alias=False)  # a copy, no program compiled
         held.add(id(leaf))
         return leaf
 
