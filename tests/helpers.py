@@ -140,3 +140,17 @@ class Block(nn.Composite):
     def forward(self, call, x):
         x = x + call("attn", call("norm", x))
         return x + call("mlp", x)
+
+
+def decode_in_chunks(model, params, x, chunks):
+    """Apply ``x`` through the cache in consecutive chunks of the given lengths, compiled
+    (eager decoding: tests/test_decoding.py's test_under_jit_and_in_a_net, the README).
+    Returns the outputs concatenated along the length and the last cache."""
+    step = jax.jit(lambda params, chunk, cache: model.apply(params, chunk, cache=cache))
+    cache = model.init_cache(x.shape[0], x.shape[1])
+    outs, start = [], 0
+    for size in chunks:
+        y, cache = step(params, x[:, start:start + size], cache)
+        outs.append(y)
+        start += size
+    return jnp.concatenate(outs, axis=1), cache

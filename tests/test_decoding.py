@@ -10,7 +10,7 @@ from absl.testing import parameterized
 
 from minitorch import nn
 from minitorch.errors import ArgumentError, CacheError, KeywordError
-from tests.helpers import Block
+from tests.helpers import Block, decode_in_chunks
 
 VOCAB, WIDTH, LENGTH = 11, 16, 12
 
@@ -55,19 +55,6 @@ def recurrent_lm(kind):
 
 def ids(n=2, length=LENGTH, seed=0):
     return jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB, (n, length)), jnp.int32)
-
-
-def decode_in_chunks(model, params, x, chunks):
-    """Apply ``x`` through the cache in consecutive chunks of the given lengths, compiled
-    (eager decoding: test_under_jit_and_in_a_net, the README's walk-through)."""
-    step = jax.jit(lambda params, chunk, cache: model.apply(params, chunk, cache=cache))
-    cache = model.init_cache(x.shape[0], x.shape[1])
-    outs, start = [], 0
-    for size in chunks:
-        y, cache = step(params, x[:, start:start + size], cache)
-        outs.append(y)
-        start += size
-    return jnp.concatenate(outs, axis=1), cache
 
 
 class CacheEqualsFullTest(chex.TestCase, parameterized.TestCase):

@@ -10,7 +10,7 @@ import pytest
 
 from minitorch import nn
 from minitorch.errors import ArgumentError
-from tests.helpers import Block
+from tests.helpers import Block, decode_in_chunks
 
 pytestmark = pytest.mark.slow  # transformer blocks differentiated eagerly and under jit
 
@@ -55,10 +55,8 @@ def test_paths_summary_keywords_and_decoding_pass_through():
     _, outputs = jax.jit(nn.intermediates, static_argnums=0)(lean, params, ids)
     assert "1.attn" in outputs and "1.mlp.0" in outputs
     full = jax.jit(lean.apply)(params, ids)
-    step = jax.jit(lambda params, chunk, cache: lean.apply(params, chunk, cache=cache))
-    y, cache = step(params, ids[:, :3], lean.init_cache(2, 5))
-    z, _ = step(params, ids[:, 3:], cache)
-    np.testing.assert_allclose(jnp.concatenate([y, z], 1), full, rtol=1e-5, atol=1e-5)
+    chunked, _ = decode_in_chunks(lean, params, ids, (3, 2))
+    np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_policy_names_the_choices():
