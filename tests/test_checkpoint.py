@@ -3,8 +3,6 @@ import io
 import json
 import os
 import pickle
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -19,6 +17,7 @@ import pytest
 from minitorch import checkpoint, losses, nn, optim
 from minitorch.checkpoint import CheckpointError, CheckpointManager
 from minitorch.fit import fit
+from tests import forked
 
 
 def tree():
@@ -151,11 +150,10 @@ def test_resume_in_a_fresh_process_equals_an_uninterrupted_run(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT.format(root=root))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
-    def run(epochs, directory, out):
-        subprocess.run([sys.executable, str(script), str(epochs), str(directory), str(out)],
-                       check=True, env=env, capture_output=True, timeout=300)
+    def run(epochs, directory, out):  # a fresh process: forked, its own backend
+        done = forked.run_python(script, epochs, directory, out, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
         return np.load(out)
 
     run(2, tmp_path / "a", tmp_path / "first.npy")

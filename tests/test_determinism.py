@@ -1,15 +1,10 @@
 """The same seed in two separate processes gives bit-identical params after 100 steps."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-pytestmark = pytest.mark.slow  # fresh processes compared bit for bit
+from tests import forked
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # fresh processes compared bit for bit
 
 SCRIPT = """
 import hashlib, sys
@@ -37,23 +32,24 @@ print(hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in leaves)).hexdiges
 """
 
 
-def run(seed, *, own_compiles=True):
-    """The hash of the trained state; ``own_compiles``: with the run's compilation cache
-    off, so that the process compiles its programs itself."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    if own_compiles:
-        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(seed)], capture_output=True,
-                         text=True, env=env, cwd=ROOT, timeout=300, check=True)
+def run(script, seed, *, own_compiles=True):
+    """The hash of the trained state, from a fresh process (forked, tests/forked.py: its
+    own backend and compiles); ``own_compiles``: with the run's compilation cache off, so
+    that the process compiles its programs itself."""
+    env = {"JAX_ENABLE_COMPILATION_CACHE": "false"} if own_compiles else {}
+    out = forked.run_python(script, seed, timeout=300, **env)
+    assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip()
 
 
-def test_same_seed_two_processes_bit_identical_after_100_steps():
+def test_same_seed_two_processes_bit_identical_after_100_steps(tmp_path):
     # Two compiles of each program at least: the first process's (or the cache's, written
     # by whichever process compiled it) and the second's own. The other seed, which only
     # shows that the hash depends on the run, reads the programs from the cache.
-    first, second = run(0, own_compiles=False), run(0)
-    other = run(1, own_compiles=False)
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    first, second = run(script, 0, own_compiles=False), run(script, 0)
+    other = run(script, 1, own_compiles=False)
     assert len(first) == 64
     assert first == second
     assert first != other  # the hash does depend on the run

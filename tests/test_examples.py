@@ -7,14 +7,11 @@ with the bfloat16-compute runs of two examples.
 Every test here is ``slow`` (a child process that trains), out of the fast tier.
 """
 
-import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests import example_runner, forked
+from tests import forked
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = pytest.mark.slow
@@ -54,19 +51,7 @@ WRITES_PLOTS = {"spirals.py", "digits_insight.py"}  # given an output path, they
 def run(script, *args, **env_vars):
     """``python examples/script args`` in a child forked from a server that imported jax,
     minitorch and scikit-learn once (tests/forked.py): exit status, stdout, stderr."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it
-    with tempfile.TemporaryDirectory() as tmp:
-        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        child = forked.context().Process(target=example_runner.run_example, args=(
-            str(EXAMPLES / script), [str(a) for a in args], {**env, **env_vars}, str(out),
-            str(err)))
-        child.start()
-        child.join(timeout=600)
-        if child.exitcode is None:
-            child.kill()
-            child.join()
-        return subprocess.CompletedProcess(script, child.exitcode, out.read_text(),
-                                           err.read_text())
+    return forked.run_python(EXAMPLES / script, *args, **env_vars)
 
 
 @pytest.mark.parametrize("script, expected", CASES)

@@ -13,6 +13,7 @@ from minitorch import losses, metrics, nn, optim, train
 from minitorch.errors import ArgumentError
 from minitorch.fit import fit
 from minitorch.loggers import CSVLogger, TensorBoardLogger
+from tests import forked
 
 
 class TwoInputs(nn.Composite):
@@ -437,11 +438,11 @@ def test_a_streamed_run_killed_mid_epoch_resumes_to_the_same_bits(tmp_path):
     """A process training from a DataLoader is SIGKILLed in its third epoch (the loader's
     20th of 8 batches an epoch); a new process resumes from the last complete checkpoint
     and ends with the params and losses of a run that was never stopped."""
-    import subprocess
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_SCRIPT)
 
-    def run(directory, kill_at=0):
-        return subprocess.run([sys.executable, "-c", KILLED_SCRIPT, str(directory),
-                               str(kill_at)], capture_output=True, text=True, timeout=300)
+    def run(directory, kill_at=0):  # a fresh process: forked, its own backend
+        return forked.run_python(script, directory, kill_at, timeout=300)
 
     killed = run(tmp_path / "resumed", kill_at=20)
     assert killed.returncode == -9, killed.stderr[-2000:]
