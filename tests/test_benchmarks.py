@@ -21,6 +21,7 @@ from benchmarks.sequence_peers import (  # noqa: E402
     raw_forward,
 )
 from benchmarks.workloads import WORKLOADS  # noqa: E402
+from tests import forked  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the benchmark scripts, run small
 
@@ -258,9 +259,8 @@ def test_decode_benchmark_candidates_decode_the_same_ids():
     """benchmarks/decode.py's raw JAX cache loop and PyTorch cache loop decode the ids that
     nn.generate and the recompute loop do (the script refuses to time them otherwise), and
     the table has every candidate."""
-    run = subprocess.run([sys.executable, "benchmarks/decode.py", "--new", "6", "--prompt", "3",
-                          "--rounds", "1", "--batches", "3"], cwd=ROOT,
-                         capture_output=True, text=True)
+    run = forked.run_python(ROOT / "benchmarks/decode.py", "--new", "6", "--prompt", "3",
+                            "--rounds", "1", "--batches", "3")
     assert run.returncode == 0, run.stderr[-3000:]
     for name in ("minitorch generate", "minitorch recompute", "raw JAX cache"):
         assert f"| 3 | {name} |" in run.stdout, run.stdout
