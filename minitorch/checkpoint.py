@@ -7,11 +7,18 @@ dotted path, the one path scheme of :mod:`minitorch.nn.paths` (``params.2.attn.q
 ``opt_state.0.trace.2.attn.q.W``), so any safetensors reader lists names a person can
 read. The header's ``__metadata__`` holds one JSON record under ``"minitorch"``::
 
-    {"format": 3, "order": [leaf paths in tree order], "keys": {path: PRNG key impl},
-     "metadata": your JSON-able metadata}
+    {"format": 4, "order": [leaf paths in tree order], "keys": {path: PRNG key impl},
+     "metadata": your JSON-able metadata,
+     "copies": {stacked leaf path: [rows, [copy paths]]}   (only with save(..., net=))}
 
-Format 2 files (leaves named by ``jax.tree_util.keystr``, ``['params'][0]['W']``) still
-load: their names are read as the dotted paths they stand for.
+Saved with the model (``save(path, tree, net=net)``; ``fit`` does), a leaf that an
+``nn.Repeat`` stacks is stored as its copies' rows, each under the copy's path
+(``params.blocks.3.attn.q.W``, ``opt_state.0.mu.blocks.3.attn.q.W``), so a safetensors
+reader sees the blocks as PyTorch names a ``ModuleList``'s; ``copies`` records which rows
+make which stack, and :func:`load` reassembles a stack from its copies' bytes without a
+copy in memory. Format 2 files (leaves named by ``jax.tree_util.keystr``,
+``['params'][0]['W']``) and format 3 files (no ``copies``) still load; format 2 names are
+read as the dotted paths they stand for.
 
 ``fit`` (through a :class:`CheckpointManager`) writes the tree ``{"params", "state",
 "opt_state"}`` (``state`` None for a net without state) and the metadata ``{"step",
@@ -67,12 +74,16 @@ import numpy as np
 import safetensors.numpy
 
 from minitorch.errors import check_int
+from minitorch.nn.core import Layer
 from minitorch.nn.paths import dotted, join
 from minitorch.nn.paths import under as is_under
+from minitorch.nn.repeat import repeats_below, split_copies
 from minitorch.validate import check_fits_32_bits, is_int
 
-FORMAT = 3  # 3: leaves named by dotted paths; 2: by jax.tree_util.keystr (still read)
-READS = (2, 3)
+# 4: a Repeat's copies stored under their own paths ("copies"); 3: leaves named by dotted
+# paths; 2: by jax.tree_util.keystr. All three are read.
+FORMAT = 4
+READS = (2, 3, 4)
 RECORD = "minitorch"
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
 MAX_RANK = 64  # NumPy's most dimensions
@@ -108,8 +119,17 @@ def _encode(name: str, leaf: Any, keys: dict[str, str]) -> np.ndarray:
     return array if array.flags.c_contiguous else array.copy(order="C")
 
 
-def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Path:
+def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None, *,
+         net: Layer | None = None) -> Path:
     """Write ``tree`` (a pytree of arrays) and JSON-able ``metadata`` to ``path`` atomically.
+
+    ``net``: the model whose params (and state) ``tree`` holds, anywhere in it (the params
+    themselves, ``{"params", "opt_state"}``, an optimiser state's moments). Given, every
+    leaf that an ``nn.Repeat`` stacks is stored as its copies, each under the copy's path:
+    ``params.blocks.3.attn.q.W`` (and ``opt_state.0.mu.blocks.3.attn.q.W``) is row 3 of
+    the stacked ``params.blocks.attn.q.W``, as PyTorch names the blocks of a
+    ``ModuleList``. :func:`load` reads either layout into a stacked template, and a copy's
+    own leaves with ``under="params.blocks.3"``.
 
     Raises CheckpointError, before writing anything, for a leaf that could not load back
     unchanged: object, string or other unsupported dtypes, and 64-bit integers beyond 32
@@ -118,14 +138,20 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Pa
     path = Path(path)
     keys: dict[str, str] = {}
     leaves = _named_leaves(tree)
+    copies = {} if net is None else _copies(tree, net)
     record: dict[str, Any] = {"format": FORMAT, "keys": keys, "metadata": metadata or {}}
+    if copies:
+        record["copies"] = {name: [list(np.shape(leaf)[:len(copies[name][0][1])]),
+                                   [copy for copy, _ in copies[name]]]
+                            for name, leaf in leaves if name in copies}
     if jax.process_count() == 1:
         # A sharded array comes to the host shard by shard (np.asarray copies each
         # device's shard into its place), never gathered on a device.
-        arrays = {name: _encode(name, leaf, keys) for name, leaf in leaves}
+        arrays = _whole(leaves, copies, keys)
     else:
-        arrays, record["shards"] = _local_shards(leaves, keys)
-        record["leaves"] = [name for name, _ in leaves]
+        arrays, record["shards"] = _local_shards(leaves, copies, keys)
+        record["leaves"] = [copy for name, _ in leaves
+                            for copy, _ in copies.get(name, [(name, ())])]
         record["part"] = [jax.process_index(), jax.process_count()]
         path = part_path(path, jax.process_index(), jax.process_count())
     record["order"] = list(arrays)
@@ -135,6 +161,57 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> Pa
         raise TypeError(f"checkpoint.save: metadata must be JSON-serialisable: {err}") from None
     _write(path, arrays, header)
     return path
+
+
+class _Rows:
+    """Rows of a stacked leaf as :func:`nn.repeat.split_copies` hands them out: indexing
+    adds a row, so the copies' paths come with their rows (one index per Repeat)."""
+
+    def __init__(self, source: str, index: tuple[int, ...] = ()):
+        self.source, self.index = source, index
+
+    def __getitem__(self, row: int) -> _Rows:
+        return _Rows(self.source, (*self.index, row))
+
+
+def _copies(tree: Any, net: Layer) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """``{stacked leaf name: [(copy name, its row index), ...]}`` for every leaf of ``tree``
+    that a Repeat of ``net`` stacks, found in each subtree shaped like ``net``'s params or
+    state (the params, an optimiser state's moments)."""
+    repeats = repeats_below(net)
+    if not repeats:
+        return {}
+    shapes = (jax.eval_shape(net.init, jax.random.key(0)), jax.eval_shape(net.init_state))
+    models = {jax.tree.structure(t) for t in shapes if jax.tree.leaves(t)}
+    is_model = lambda node: jax.tree.structure(node) in models  # noqa: E731
+    found: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    for key_path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_model)[0]:
+        if not is_model(node):
+            continue
+        prefix = dotted(key_path)
+        rows = {dotted(p): _Rows(join(prefix, dotted(p)))
+                for p, _ in jax.tree_util.tree_flatten_with_path(node)[0]}
+        for name, row in split_copies(rows, repeats).items():
+            if row.index:
+                found.setdefault(row.source, []).append((join(prefix, name), row.index))
+    return found
+
+
+def _whole(leaves: list[tuple[str, Any]], copies: dict[str, list[tuple[str, tuple[int, ...]]]],
+           keys: dict[str, str]) -> dict[str, np.ndarray]:
+    """Every leaf whole, a stacked one as its copies' rows."""
+    arrays = {}
+    for name, leaf in leaves:
+        array = _encode(name, leaf, keys)
+        impl = keys.pop(name, None) if name in copies else None
+        for copy, index in copies.get(name, [(name, ())]):
+            if copy in arrays:
+                raise CheckpointError(f"checkpoint.save: {copy} is both a leaf and a copy of "
+                                      f"{name}'s stack")
+            arrays[copy] = np.asarray(array[index], order="C") if index else array
+            if impl is not None:
+                keys[copy] = impl
+    return arrays
 
 
 def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
@@ -176,10 +253,12 @@ def part_path(path: str | os.PathLike, index: int, count: int) -> Path:
     return path.with_name(f"{path.stem}.part-{index}-of-{count}{path.suffix}")
 
 
-def _local_shards(leaves: list[tuple[str, Any]], keys: dict[str, str]
+def _local_shards(leaves: list[tuple[str, Any]],
+                  copies: dict[str, list[tuple[str, tuple[int, ...]]]], keys: dict[str, str]
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The shards this process writes (those whose first replica it holds), each stored
-    as ``name@start`` with its leaf, offset and the whole array's shape in ``shards``."""
+    as ``name@start`` with its leaf, offset and the whole array's shape in ``shards``; a
+    stacked leaf's shard as the rows of each copy it holds."""
     arrays, shards = {}, {}
     for name, leaf in leaves:
         pieces: list[tuple[tuple[slice, ...], Any]]
@@ -188,15 +267,22 @@ def _local_shards(leaves: list[tuple[str, Any]], keys: dict[str, str]
         else:
             pieces = [(shard.index, shard.data) for shard in leaf.addressable_shards
                       if shard.replica_id == 0]
+        impl = None
         for index, data in pieces:
             array = _encode(name, data, keys)
+            impl = keys.pop(name, impl)
             start = [sl.start or 0 for sl in index] + [0] * (array.ndim - len(index))
-            tensor = f"{name}@{','.join(map(str, start))}"
-            if name in keys:
-                keys[tensor] = keys.pop(name)
-            arrays[tensor] = array
             shape = list(np.shape(leaf)) + list(array.shape[len(np.shape(leaf)):])
-            shards[tensor] = {"leaf": name, "start": start, "shape": shape}
+            for copy, rows in copies.get(name, [(name, ())]):
+                local = [row - first for row, first in zip(rows, start)]
+                if any(not 0 <= i < n for i, n in zip(local, array.shape)):
+                    continue  # another shard holds this copy's rows
+                tensor = f"{copy}@{','.join(map(str, start[len(rows):]))}"
+                if impl is not None:
+                    keys[tensor] = impl
+                arrays[tensor] = np.asarray(array[tuple(local)], order="C") if rows else array
+                shards[tensor] = {"leaf": copy, "start": start[len(rows):],
+                                  "shape": shape[len(rows):]}
     return arrays, shards
 
 
@@ -286,7 +372,28 @@ def _check_record(record: Any, names: set[str]) -> dict:
     _expect(isinstance(record.get("metadata"), dict), "the record's 'metadata' is not an object")
     if "shards" in record:
         _check_parts(record, names)
+    if "copies" in record:
+        _check_copies(record["copies"], set(record["leaves"]) if "shards" in record else names)
     return record
+
+
+def _check_copies(copies: Any, names: set[str]) -> None:
+    """The record's ``copies``, ``{stacked leaf: [rows, [copy leaves]]}``: each copy a
+    stored leaf of one stack only, as many as the rows' product."""
+    _expect(isinstance(copies, dict), "the record's 'copies' is not an object")
+    seen: set[str] = set()
+    for stacked, value in copies.items():
+        ok = isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
+        ok = ok and 0 < len(value[0]) <= MAX_RANK and all(is_int(n) and n > 0 for n in value[0])
+        ok = ok and isinstance(value[1], list) and all(isinstance(c, str) for c in value[1])
+        _expect(ok, f"{_shown(stacked)}: its copies record is not [rows, [leaf names]]")
+        rows, members = value
+        _expect(len(members) == math.prod(rows), f"{_shown(stacked)}: {len(members)} copies "
+                                                 f"for rows {_shown(rows)}")
+        _expect(stacked not in names and set(members) <= names and seen.isdisjoint(members)
+                and len(set(members)) == len(members),
+                f"{_shown(stacked)}: its copies are not stored leaves of this stack alone")
+        seen.update(members)
 
 
 def _check_entry(full_name: str, info: Any, key_impl: str | None) -> _Entry:
@@ -500,9 +607,40 @@ def _renamer(record: dict) -> Any:
     return _from_keystr if record["format"] == 2 else (lambda name: name)
 
 
-def _collect(path: Path) -> tuple[dict[str, _Leaf], dict]:
-    """Every leaf of the checkpoint at ``path`` (one file or all parts) by dotted path,
-    headers checked, no data read; and the record."""
+def _collect(path: Path) -> tuple[dict[str, _Leaf], dict[str, _Leaf], dict]:
+    """Every stored leaf of the checkpoint at ``path`` (one file or all parts) by dotted
+    path, headers checked, no data read; the Repeat stacks stored as copies, assembled
+    from them (see :func:`_stacks`); and the record."""
+    leaves, record = _collect_stored(path)
+    try:
+        return leaves, _stacks(leaves, record), record
+    except ValueError as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint: {err}") from None
+
+
+def _stacks(leaves: dict[str, _Leaf], record: dict) -> dict[str, _Leaf]:
+    """Each leaf a Repeat stacked, stored as its copies, as one leaf again: copy ``i``'s
+    pieces placed at row ``i`` (a leading axis of 1 each: the same bytes), nothing read."""
+    stacks = {}
+    for stacked, (rows, members) in record.get("copies", {}).items():
+        first = leaves[members[0]]
+        pieces = []
+        for flat, member in enumerate(members):
+            leaf = leaves[member]
+            _expect((leaf.dtype, leaf.shape, leaf.key_impl)
+                    == (first.dtype, first.shape, first.key_impl),
+                    f"{member}: its dtype or shape differs from {members[0]}'s, another copy "
+                    f"of {stacked}")
+            row = tuple(int(i) for i in np.unravel_index(flat, rows))
+            pieces += [p._replace(entry=p.entry._replace(shape=(1,) * len(row) + p.entry.shape),
+                                  start=row + p.start) for p in leaf.pieces]
+        stacks[stacked] = _Leaf(stacked, first.dtype, (*rows, *first.shape), first.key_impl,
+                                pieces)
+    return stacks
+
+
+def _collect_stored(path: Path) -> tuple[dict[str, _Leaf], dict]:
+    """Every stored leaf of the checkpoint at ``path`` by dotted path, and the record."""
     files = _files(path)
     leaves: dict[str, _Leaf] = {}
     first: dict | None = None
@@ -521,10 +659,9 @@ def _collect(path: Path) -> tuple[dict[str, _Leaf], dict]:
             _expect("shards" in record and record["part"] == [index, len(files)],
                     f"not part {index} of {len(files)}")
             first = first or record
-            _expect(record["leaves"] == first["leaves"]
-                    and record["metadata"] == first["metadata"]
-                    and record["format"] == first["format"],
-                    "its leaves, metadata or format differ from the first part's")
+            _expect(all(record.get(k) == first.get(k)
+                        for k in ("leaves", "metadata", "format", "copies")),
+                    "its leaves, metadata, format or copies differ from the first part's")
             for tensor, entry in entries.items():
                 info = record["shards"][tensor]
                 _add_piece(leaves, rename(info["leaf"]), _Piece(file, data_start, entry,
@@ -616,18 +753,27 @@ def _value(leaf: _Leaf, path: Path, sharding: jax.sharding.Sharding | None,
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict]:
-    """The flat ``{path: array}`` contents and the metadata of a checkpoint, without a template."""
-    leaves, record = _collect(Path(path))
+    """The flat ``{path: array}`` contents and the metadata of a checkpoint, without a
+    template: the leaves of the tree that was saved (a Repeat's stacked leaves whole)."""
+    stored, stacks, record = _collect(Path(path))
+    leaves = _saved(stored, stacks, record)
     with contextlib.ExitStack() as stack:
         reader = _Reader(stack)
         flat = {name: _value(leaf, Path(path), None, reader) for name, leaf in leaves.items()}
     return flat, record["metadata"]
 
 
+def _saved(stored: dict[str, _Leaf], stacks: dict[str, _Leaf], record: dict
+           ) -> dict[str, _Leaf]:
+    """The leaves of the tree that was saved: each Repeat stack whole, not its copies."""
+    copies = {member for _, members in record.get("copies", {}).values() for member in members}
+    return {**{n: leaf for n, leaf in stored.items() if n not in copies}, **stacks}
+
+
 def verify(path: str | os.PathLike) -> dict:
     """Check a checkpoint's headers (every part's) against its files, no data read; returns
     its metadata."""
-    return _collect(Path(path))[1]["metadata"]
+    return _collect(Path(path))[2]["metadata"]
 
 
 def _compare(path: Path, leaves: dict[str, _Leaf], names: list[str], template: list) -> None:
@@ -678,6 +824,11 @@ def load(path: str | os.PathLike, template: Any, *, shardings: Any = None,
       under: a dotted path: load only the leaves below it (``under="params"`` restores the
         params of a checkpoint ``fit`` wrote, with the params alone as the template).
 
+    A file that stores a Repeat's copies (``save(..., net=)``) loads into the stacked
+    tree that was saved, or by the copies' own paths where the template names them: one
+    copy (``under="params.blocks.3"`` with a single block's params as the template) or a
+    ``Net`` of the copies in the Repeat's place.
+
     Example::
 
         params, meta = checkpoint.load(manager.path(step), net.init(key), under="params")
@@ -686,7 +837,13 @@ def load(path: str | os.PathLike, template: Any, *, shardings: Any = None,
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     names = [join(under or "", dotted(key_path)) for key_path, _ in flat]
     targets = _per_leaf(shardings, len(names))
-    leaves, record = _collect(path)
+    stored, stacks, record = _collect(path)
+    # Two views of a file that stores a Repeat's copies: the tree that was saved (stacks
+    # whole) or the copies as stored. Their names may coincide (the stacked "blocks.0.1.W"
+    # of a block's sub-layer 0.1, and copy 0 of "blocks.1.W"), so one view is chosen: the
+    # stored one when it holds every name the template asks for.
+    leaves = stored if stacks and all(name in stored for name in names) else _saved(
+        stored, stacks, record)
     if under is not None:
         leaves = {name: leaf for name, leaf in leaves.items() if is_under(name, [under])}
         if not leaves:
@@ -748,16 +905,18 @@ class CheckpointManager:
         # only canonical names: ckpt_012... is not step 12's file
         return sorted(int(digits) for digits in found if f"{int(digits):08d}" == digits)
 
-    def save(self, step: int, tree: Any, metadata: dict | None = None) -> Path:
+    def save(self, step: int, tree: Any, metadata: dict | None = None, *,
+             net: Layer | None = None) -> Path:
         """Save checkpoint ``step``, then delete the oldest others beyond ``keep``; returns
-        the file written (on several processes, this process's part)."""
+        the file written (on several processes, this process's part). ``net``: as for
+        :func:`save` (a Repeat's copies under their own paths)."""
         path = self.path(step)
         with self._thread_lock:
             self._acquire()
             suffix = self._own(Path("x.safetensors")).name[1:]  # this process's own files
             for stale in self.directory.glob(f".*{suffix}.*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a writer killed mid-write
-            written = save(path, tree, {"step": int(step), **(metadata or {})})
+            written = save(path, tree, {"step": int(step), **(metadata or {})}, net=net)
             others = [s for s in self.steps() if s != step]
             for old in others[:max(0, len(others) - (self.keep - 1))]:
                 self._own(self.path(old)).unlink(missing_ok=True)
@@ -768,11 +927,13 @@ class CheckpointManager:
         """``best.safetensors``: the file :meth:`save_best` writes; retention never deletes it."""
         return self.directory / "best.safetensors"
 
-    def save_best(self, tree: Any, metadata: dict | None = None) -> Path:
-        """Write ``tree`` as the run's best checkpoint (replacing the previous best)."""
+    def save_best(self, tree: Any, metadata: dict | None = None, *,
+                  net: Layer | None = None) -> Path:
+        """Write ``tree`` as the run's best checkpoint (replacing the previous best);
+        ``net`` as for :func:`save`."""
         with self._thread_lock:
             self._acquire()
-            return save(self.best_path, tree, metadata)
+            return save(self.best_path, tree, metadata, net=net)
 
     def restore_best(self, template: Any, *, shardings: Any = None,
                      under: str | None = None) -> tuple[Any, dict]:

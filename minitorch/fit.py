@@ -46,8 +46,9 @@ History = dict[str, list[float]]
 
 class Callback(Protocol):
     """Called after every epoch with its number, its logs (``loss``, ``val_loss``, ...,
-    ``time``) and a context holding ``params``, ``state``, ``opt_state`` and ``history``.
-    Returning True stops training; replacing a context entry changes what trains next.
+    ``time``) and a context holding ``params``, ``state``, ``opt_state``, ``history`` and
+    the ``net`` being trained. Returning True stops training; replacing ``params``,
+    ``state`` or ``opt_state`` changes what trains next.
     Optionally ``state_dict()`` / ``load_state_dict(d)``, saved with ``fit``'s checkpoints."""
 
     def __call__(self, epoch: int, logs: dict[str, float], context: dict[str, Any], /
@@ -356,7 +357,7 @@ def _train(epoch_fn: Callable, run: _Run, epochs: range, data: tuple, seed: int,
         _record(run.history, epoch, {**logs, **{k: float(v) for k, v in telemetry.items()}})
         bar.end_epoch(epoch, logs)
         context = {"params": trees[0], "state": trees[1], "opt_state": trees[2],
-                   "history": run.history}
+                   "history": run.history, "net": checks.net}
         stop = any([bool(callback(epoch, logs, context)) for callback in checks.callbacks])
         run = _Run((context["params"], context["state"], context["opt_state"]), epoch + 1,
                    run.history, stop)
@@ -374,7 +375,7 @@ def _save(checks: _Checks, run: _Run, epoch: int) -> None:
                  for cb in checks.callbacks]
     checks.checkpoint.save(epoch, {"params": params, "state": state, "opt_state": opt_state},
                            {"epoch": epoch, "history": run.history, "run": checks.run,
-                            "stopped": run.stopped, "callbacks": callbacks})
+                            "stopped": run.stopped, "callbacks": callbacks}, net=checks.net)
 
 
 def _record(history: History, epoch: int, logs: dict[str, float]) -> None:
@@ -642,7 +643,8 @@ class EarlyStopping:
             if self.restore_best:  # copies: the next epoch donates the live buffers
                 self._best_context = jax.device_put(best, may_alias=False)
             if self.checkpoint is not None:
-                self.checkpoint.save_best(best, {"epoch": epoch, self.monitor: value})
+                self.checkpoint.save_best(best, {"epoch": epoch, self.monitor: value},
+                                          net=context.get("net"))
             return False
         self.wait += 1
         if self.wait < self.patience:

@@ -256,7 +256,32 @@ HOSTILE = {
     "metadata values that are not strings": (lambda p: crafted(p, {
         "W": f32((2,)), "__metadata__": {"minitorch": {"format": checkpoint.FORMAT}}},
         b"\0" * 8), r"__metadata__ is not an object of strings"),
+    # A Repeat's stacks stored as copies ("copies": {stacked: [rows, [copy names]]}).
+    "copies not an object": (lambda p: with_copies(p, [1]), r"'copies' is not an object"),
+    "copies with no rows": (lambda p: with_copies(p, {"S": [[], ["W"]]}),
+                            r"'S': its copies record is not \[rows, \[leaf names\]\]"),
+    "copies with 65 row axes": (lambda p: with_copies(p, {"S": [[1] * 65, ["W"]]}),
+                                r"its copies record is not"),
+    "copies fewer than the rows": (lambda p: with_copies(p, {"S": [[10**12, 10**12], ["W"]]}),
+                                   r"'S': 1 copies for rows \[1000000000000, 1000000000000\]"),
+    "a copy that is not stored": (lambda p: with_copies(p, {"S": [[2], ["W", "V"]]}),
+                                  r"'S': its copies are not stored leaves of this stack alone"),
+    "a copy in two stacks": (lambda p: with_copies(p, {"S": [[2], ["W", "b"]],
+                                                       "T": [[1], ["W"]]}),
+                             r"its copies are not stored leaves of this stack alone"),
+    "a stack named as a stored leaf": (lambda p: with_copies(p, {"W": [[2], ["W", "b"]]}),
+                                       r"its copies are not stored leaves"),
+    "copies of different shapes": (lambda p: with_copies(p, {"S": [[2], ["W", "c"]]}),
+                                   r"c: its dtype or shape differs from W's, another copy of S"),
 }
+
+
+def with_copies(path, copies):
+    """Three float32 tensors, W (2,), b (2,) and c (3,), and the record's ``copies``."""
+    header = {"W": f32((2,)), "b": f32((2,), 8), "c": f32((3,), 16)}
+    return crafted(path, header, b"\0" * 28, record={
+        "format": checkpoint.FORMAT, "order": list(header), "keys": {}, "metadata": {},
+        "copies": copies})
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
@@ -502,3 +527,84 @@ def test_concurrent_saves_lose_nothing(tmp_path):
                                   {"w": jnp.zeros(2)})
         np.testing.assert_array_equal(tree["w"], [step, step])
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- Repeat's copies
+
+def repeat_model():
+    """A Repeat of residual MLPs, a Repeat of Repeats and a Repeat with BatchNorm state."""
+    block = nn.Residual(nn.Net([nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4)]))
+    return nn.Net([nn.Linear(3, 4), nn.Repeat(block, 3),
+                   nn.Repeat(nn.Repeat(nn.Linear(4, 4), 2), 2),
+                   nn.Repeat(nn.Net([nn.Linear(4, 4), nn.BatchNorm(4)]), 2), nn.Linear(4, 2)])
+
+
+def by_path(tree):
+    from minitorch.nn.paths import dotted
+    return {dotted(p): np.asarray(leaf)
+            for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_a_repeats_copies_are_stored_under_their_own_paths(tmp_path):
+    import optax
+    import safetensors.numpy
+
+    net = repeat_model()
+    params = jax.tree.map(lambda a: a + 1, net.init(jax.random.key(0)))
+    opt_state = optax.adam(1e-3).init(params)
+    opt_state = jax.tree.map(lambda a: a + 2 if a.ndim else a, opt_state)  # moments non-zero
+    saved = {"params": params, "state": net.init_state(), "opt_state": opt_state}
+    path = checkpoint.save(tmp_path / "c.safetensors", saved, net=net)
+    stored, flat = safetensors.numpy.load_file(path), by_path(saved)
+    # Each copy's rows under the copy's path (as PyTorch names a ModuleList's blocks), the
+    # stacked names gone; the moments of Adam and the BatchNorm state alike.
+    for copy, stacked, row in [("params.1.2.0.W", "params.1.0.W", (2,)),
+                               ("params.2.1.0.W", "params.2.W", (1, 0)),
+                               ("opt_state.0.mu.1.0.2.b", "opt_state.0.mu.1.2.b", (0,)),
+                               ("state.3.1.1.mean", "state.3.1.mean", (1,)),
+                               ("params.0.W", "params.0.W", ())]:
+        np.testing.assert_array_equal(stored[copy], flat[stacked][row])
+    assert not {"params.1.0.W", "params.2.W", "opt_state.0.nu.2.b"} & set(stored)
+    assert "opt_state.0.count" in stored
+    # Back into the stacked tree, whole or the params alone; one copy by its path; and the
+    # copies into a Net of copies, whose paths they are.
+    chex.assert_trees_all_equal(checkpoint.load(path, saved)[0], saved)
+    chex.assert_trees_all_equal(checkpoint.load(path, params, under="params")[0], params)
+    assert sorted(checkpoint.read(path)[0]) == sorted(flat)
+    block = net.layers[1].layer
+    copy, _ = checkpoint.load(path, block.init(jax.random.key(1)), under="params.1.2")
+    chex.assert_trees_all_equal(copy, jax.tree.map(lambda a: a[2], params[1]))
+    unrolled = nn.Net([nn.Linear(3, 4), nn.Net([block] * 3),
+                       nn.Net([nn.Net([nn.Linear(4, 4)] * 2)] * 2),
+                       nn.Net([nn.Net([nn.Linear(4, 4), nn.BatchNorm(4)])] * 2), nn.Linear(4, 2)])
+    loaded, _ = checkpoint.load(path, unrolled.init(jax.random.key(2)), under="params")
+    np.testing.assert_array_equal(loaded[2][1][0]["W"], params[2]["W"][1, 0])
+    # Without the net, the stacks are stored whole, as before.
+    plain = checkpoint.save(tmp_path / "plain.safetensors", saved)
+    assert "params.1.0.W" in safetensors.numpy.load_file(plain)
+    chex.assert_trees_all_equal(checkpoint.load(plain, saved)[0], saved)
+
+
+def test_fit_checkpoints_a_repeats_copies_and_resumes_from_them(tmp_path):
+    import safetensors.numpy
+
+    from minitorch.fit import EarlyStopping
+
+    net = nn.Net([nn.Linear(3, 4), nn.Repeat(nn.Residual(nn.Linear(4, 4)), 3), nn.Linear(4, 2)])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 3)).astype(np.float32), rng.integers(0, 2, 32)
+
+    def run(epochs, manager=None):
+        callbacks = [EarlyStopping("loss", patience=10, checkpoint=manager)] if manager else []
+        return fit(net, losses.softmax_cross_entropy, optim.sgd(0.1, momentum=0.9), (x, y),
+                   epochs=epochs, batch_size=8, seed=1, checkpoint=manager, progress=False,
+                   callbacks=callbacks)
+
+    manager = CheckpointManager(tmp_path / "run")
+    run(2, manager)
+    for file in (manager.path(1), manager.best_path):
+        stored = safetensors.numpy.load_file(file)
+        assert {"params.1.2.W", "opt_state.trace.1.0.b"} <= set(stored)
+        assert "params.1.W" not in stored
+    resumed, straight = run(4, manager), run(4)
+    chex.assert_trees_all_equal(resumed.params, straight.params)

@@ -160,3 +160,39 @@ def test_many_shards_are_checked_in_n_log_n(tmp_path):
     with pytest.raises(CheckpointError, match=r"spans several cells|overlap"):
         checkpoint.verify(tmp_path / "c.safetensors")
     assert time.perf_counter() - start < 5.0
+
+
+def test_parts_store_a_sharded_repeat_as_its_copies(tmp_path, monkeypatch):
+    """Two processes' parts (simulated: process 0 holds every shard, process 1 none) of a
+    Repeat's stack sharded along the stacking axis and across columns: each shard stored
+    as the rows of each copy it holds, under the copy's path; loaded back whole and onto
+    the shardings."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    net = nn.Net([nn.Repeat(nn.Residual(nn.Linear(8, 8)), 4)])
+    mesh = parallel.make_mesh(data=4, model=2)
+    shardings = [{"W": NamedSharding(mesh, P("data", None, "model")),
+                  "b": NamedSharding(mesh, P(None, "model"))}]
+    params = jax.device_put(jax.tree.map(lambda a: a + 1, net.init(jax.random.key(0))),
+                            shardings)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    for index, tree in ((0, params), (1, jax.tree.map(np.asarray, params))):
+        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+        written = checkpoint.save(tmp_path / "c.safetensors", {"params": tree}, net=net)
+        assert written.name == f"c.part-{index}-of-2.safetensors"
+    monkeypatch.undo()
+    stored = safetensors.numpy.load_file(tmp_path / "c.part-0-of-2.safetensors")
+    assert sorted(stored) == sorted(
+        [f"params.0.{i}.W@0,{c}" for i in range(4) for c in (0, 4)]
+        + [f"params.0.{i}.b@{c}" for i in range(4) for c in (0, 4)])
+    np.testing.assert_array_equal(stored["params.0.2.W@0,4"], params[0]["W"][2, :, 4:])
+    assert safetensors.numpy.load_file(tmp_path / "c.part-1-of-2.safetensors") == {}
+    whole, _ = checkpoint.load(tmp_path / "c.safetensors", {"params": params})
+    for got, want in zip(jax.tree.leaves(whole), jax.tree.leaves({"params": params}),
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+    placed, _ = checkpoint.load(tmp_path / "c.safetensors", params, under="params",
+                                shardings=shardings)
+    np.testing.assert_array_equal(placed[0]["W"], params[0]["W"])
+    assert placed[0]["W"].sharding.is_equivalent_to(shardings[0]["W"], 3)
