@@ -20,7 +20,9 @@ Rounds are interleaved; medians.
 
 Part "depth" (`--part depth`): the gpt workload's training step with its blocks as a `Net`
 of copies (each block traced and compiled again) against `nn.Repeat` (one block traced
-under a `lax.scan`), and `nn.Repeat(nn.Remat(block, "nothing"))`.
+under a `lax.scan`, keeping the matrix products' outputs for the backward pass),
+`nn.Repeat(nn.Remat(block, "everything"))` (the scan keeping every activation) and
+`nn.Repeat(nn.Remat(block, "nothing"))`.
 For each depth (2, 8, 24 blocks of benchmarks/sequence_peers.py's gpt: d_model 128, 4
 heads, MLP 512, batch 32 x 64 tokens) and each stack, the step's first-call costs measured
 separately through JAX's AOT stages (`jax.jit(step).trace(...)`, `.lower()`,
@@ -242,7 +244,7 @@ def report_first_steps(results: dict[tuple[str, str], list[dict]]) -> None:
 
 # ---- depth: unrolled blocks against nn.Repeat and nn.Remat ------------------------------
 
-STACKS = ("unrolled", "repeat", "repeat+remat")
+STACKS = ("unrolled", "repeat", "repeat+everything", "repeat+remat")
 GPT = SEQUENCE_WORKLOADS["gpt"]
 
 
@@ -255,6 +257,8 @@ def gpt(depth: int, stack: str) -> nn.Layer:
         blocks = nn.Net([block] * depth)
     elif stack == "repeat":
         blocks = nn.Repeat(block, depth)
+    elif stack == "repeat+everything":  # every activation kept: a scan's own residuals
+        blocks = nn.Repeat(nn.Remat(block, "everything"), depth)
     else:
         blocks = nn.Repeat(nn.Remat(block, "nothing"), depth)
     return dataclasses.replace(base, blocks=blocks)
@@ -285,10 +289,10 @@ def report_depth(depths: list[int], rounds: int) -> None:
     jax.config.update("jax_enable_compilation_cache", False)
     results = {(d, s): first_call(d, s) for d in depths for s in STACKS}
     print("\nfirst call of the step (seconds) and the compiled step's temporaries:")
-    print(f"  {'depth':>5} {'stack':>13} {'trace':>7} {'lower':>7} {'compile':>8} "
+    print(f"  {'depth':>5} {'stack':>17} {'trace':>7} {'lower':>7} {'compile':>8} "
           f"{'total':>7} {'temp MB':>8}")
     for (depth, stack), r in results.items():
-        print(f"  {depth:5d} {stack:>13} {r['trace']:7.2f} {r['lower']:7.2f} "
+        print(f"  {depth:5d} {stack:>17} {r['trace']:7.2f} {r['lower']:7.2f} "
               f"{r['compile']:8.2f} {r['total']:7.2f} {r['temp'] / 1e6:8.2f}")
     for stack in STACKS:
         low, high = results[(min(depths), stack)], results[(max(depths), stack)]

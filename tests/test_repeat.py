@@ -126,3 +126,27 @@ def test_param_shardings_split_the_stack_as_the_layer_declares():
     params = jax.jit(stack.init, out_shardings=parallel.param_shardings(
         stack, mesh, tensor="model"))(jax.random.key(0))
     assert params["W"].shape == (6, 8, 8)
+
+
+def test_the_scan_keeps_the_products_outputs_not_every_activation():
+    """Repeat's backward pass reads back each copy's matrix products only (the elementwise
+    rest recomputed): fewer temporaries than a scan keeping every activation (a repeated
+    Remat "everything"), more than one keeping nothing; the same gradients."""
+    mlp = nn.Residual(nn.Net([nn.Linear(WIDTH, 4 * WIDTH), nn.GELU(),
+                              nn.Linear(4 * WIDTH, WIDTH)]))
+    x = jnp.ones((8, 32, WIDTH))
+
+    def compiled(layer):
+        def loss(params):
+            return jnp.sum(jnp.sin(layer.apply(params, x)))
+        params = layer.init(jax.random.key(0))
+        return jax.jit(jax.grad(loss)).lower(params).compile(), params
+
+    temporaries, grads = {}, {}
+    for policy in ("everything", None, "nothing"):
+        step, params = compiled(nn.Repeat(mlp if policy is None else nn.Remat(mlp, policy), 6))
+        temporaries[policy] = step.memory_analysis().temp_size_in_bytes
+        grads[policy] = step(params)
+    assert temporaries["nothing"] < temporaries[None] < temporaries["everything"], temporaries
+    for policy in ("everything", "nothing"):
+        chex.assert_trees_all_close(grads[policy], grads[None], rtol=1e-5, atol=1e-6)
