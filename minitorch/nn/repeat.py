@@ -19,7 +19,8 @@ slower than the unrolled stack on the gpt benchmark. A repeated :class:`nn.Remat
 brings its own policy instead (``"everything"``: a plain scan's residuals).
 
 What names a param by path beyond the params tree (``interop``'s PyTorch names,
-``frozen=``) sees each copy's rows at the copy's path through :func:`split_copies`:
+``frozen=``, checkpoints saved with the net) sees each copy's rows at the copy's path
+through :func:`split_copies`:
 ``"blocks.attn.q.W"`` of shape (n, ...) is ``"blocks.3.attn.q.W"``, its row 3.
 """
 
