@@ -27,7 +27,8 @@ For each depth (2, 8, 24 blocks of benchmarks/sequence_peers.py's gpt: d_model 1
 heads, MLP 512, batch 32 x 64 tokens) and each stack, the step's first-call costs measured
 separately through JAX's AOT stages (`jax.jit(step).trace(...)`, `.lower()`,
 `.compile()`), the compiled step's temporaries (`memory_analysis().temp_size_in_bytes`),
-and the step time (interleaved rounds, median). Each compile runs in a fresh jit, with
+and the step time and the forward pass's (a jitted `apply`) time (interleaved rounds,
+median). Each compile runs in a fresh jit, with
 JAX's compilation cache off, so nothing is reused between measurements.
 The model (`minitorch_model`), the Adam step (`functional_step`: params and optimiser state
 donated) and the runner (`carry_run`) are the sequence and peer benchmarks' own.
@@ -279,10 +280,13 @@ def first_call(depth: int, stack: str) -> dict:
     lowered_at = time.perf_counter()
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
+    forward, x = jax.jit(model.apply), GPT.data()[0]
+    params = model.init(jax.random.key(0))
     return {"trace": traced_at - start, "lower": lowered_at - traced_at,
             "compile": compiled_at - lowered_at, "total": compiled_at - start,
             "temp": compiled.memory_analysis().temp_size_in_bytes,
-            "run": carry_run(compiled, *args)}
+            "run": carry_run(compiled, *args),
+            "forward": lambda: forward(params, x).block_until_ready()}
 
 
 def report_depth(depths: list[int], rounds: int) -> None:
@@ -298,17 +302,18 @@ def report_depth(depths: list[int], rounds: int) -> None:
         low, high = results[(min(depths), stack)], results[(max(depths), stack)]
         print(f"  {stack}: total at {max(depths)} blocks / at {min(depths)}: "
               f"{high['total'] / low['total']:.2f}x")
-    print(f"\nstep time, {rounds} interleaved rounds, median ms "
-          f"(ratio to the unrolled stack of the same depth):")
-    for depth in depths:
-        times = interleaved({s: results[(depth, s)]["run"] for s in STACKS},
-                            rounds=rounds, repeats=3)
-        line = ", ".join(
-            f"{s} {1e3 * median(times[s]):.1f}"
-            + ("" if s == "unrolled" else " ({:.2f}x +-{:.2f})".format(
-                *ratio_spread(times, s, "unrolled")))
-            for s in STACKS)
-        print(f"  {depth:2d} blocks: {line}")
+    for part, what in (("run", "step"), ("forward", "forward pass (jitted apply)")):
+        print(f"\n{what} time, {rounds} interleaved rounds, median ms "
+              f"(ratio to the unrolled stack of the same depth):")
+        for depth in depths:
+            times = interleaved({s: results[(depth, s)][part] for s in STACKS},
+                                rounds=rounds, repeats=3)
+            line = ", ".join(
+                f"{s} {1e3 * median(times[s]):.1f}"
+                + ("" if s == "unrolled" else " ({:.2f}x +-{:.2f})".format(
+                    *ratio_spread(times, s, "unrolled")))
+                for s in STACKS)
+            print(f"  {depth:2d} blocks: {line}")
 
 
 def main() -> None:

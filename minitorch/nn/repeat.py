@@ -14,8 +14,8 @@ splits the stack's arrays as the single layer declares, the stacking axis kept w
 
 For the backward pass the scan keeps each copy's matrix-product outputs (JAX's
 ``dots_saveable`` policy) and recomputes the elementwise rest, as XLA does in an unrolled
-program; a plain scan would keep every activation, stacked n deep, and step 1.12-1.20x
-slower than the unrolled stack on the gpt benchmark. A repeated :class:`nn.Remat` layer
+program; a plain scan would keep every activation, stacked n deep, and take 1.12-1.23x
+the unrolled stack's step time on the gpt benchmark. A repeated :class:`nn.Remat` layer
 brings its own policy instead (``"everything"``: a plain scan's residuals).
 
 What names a param by path beyond the params tree (``interop``'s PyTorch names,
