@@ -75,7 +75,7 @@ import safetensors.numpy
 
 from minitorch.errors import check_int
 from minitorch.nn.core import Layer
-from minitorch.nn.paths import dotted, join
+from minitorch.nn.paths import dotted, join, leaf_paths
 from minitorch.nn.paths import under as is_under
 from minitorch.nn.repeat import repeats_below, split_copies
 from minitorch.validate import check_fits_32_bits, is_int
@@ -189,8 +189,7 @@ def _copies(tree: Any, net: Layer) -> dict[str, list[tuple[str, tuple[int, ...]]
         if not is_model(node):
             continue
         prefix = dotted(key_path)
-        rows = {dotted(p): _Rows(join(prefix, dotted(p)))
-                for p, _ in jax.tree_util.tree_flatten_with_path(node)[0]}
+        rows = {path: _Rows(join(prefix, path)) for path in leaf_paths(node)}
         for name, row in split_copies(rows, repeats).items():
             if row.index:
                 found.setdefault(row.source, []).append((join(prefix, name), row.index))

@@ -540,9 +540,8 @@ def repeat_model():
 
 
 def by_path(tree):
-    from minitorch.nn.paths import dotted
-    return {dotted(p): np.asarray(leaf)
-            for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    from minitorch.nn.paths import leaf_paths
+    return dict(zip(leaf_paths(tree), map(np.asarray, jax.tree.leaves(tree)), strict=True))
 
 
 def test_a_repeats_copies_are_stored_under_their_own_paths(tmp_path):
