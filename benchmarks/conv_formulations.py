@@ -6,9 +6,12 @@ Shapes: the benchmark CNN's layers (benchmarks/workloads.py, batch 128): conv 1-
 - conv: ``nn.conv.conv_as_matmul`` (im2col: one matrix product over the input's patches,
   channels last, what ``Conv2D`` runs on the CPU) against ``lax.conv_general_dilated``
   (NCHW, what it runs on accelerators and for grouped convolutions).
+- conv, for AVX-512's 16 float32 lanes: the same im2col with the patch features
+  zero-padded to a multiple of 16 (``im2col_lanes``).
 - pool: the reshape-and-reduce over channels-last tiles that ``MaxPool2D`` runs for
-  non-overlapping windows, against ``lax.reduce_window`` and against the same reshape over
-  NCHW tiles.
+  non-overlapping windows, against ``lax.reduce_window``, against the same reshape over
+  NCHW tiles, and against elementwise maxima of each tile's four corners, channels last
+  (``pool_channels_last_maximum``).
 
 Each candidate is the jit-compiled gradient of ``sum(f(x, w) ** 2)`` (forward and both
 backward products), timed interleaved; ratios are medians of per-round ratios.
@@ -30,10 +33,28 @@ from minitorch.nn.conv import conv_as_matmul
 CONVS = {"conv 1->32 28x28": ((128, 1, 28, 28), (32, 1, 3, 3)),
          "conv 32->64 13x13": ((128, 32, 13, 13), (64, 32, 3, 3))}
 POOL = (128, 32, 26, 26)
+LANES = 16  # float32 values in one AVX-512 register
 
 
 def im2col(x, w):
     y = conv_as_matmul(x.transpose(0, 2, 3, 1), w, (1, 1), ((0, 0), (0, 0)), (1, 1))
+    return y.transpose(0, 3, 1, 2)
+
+
+def im2col_lanes(x, w):
+    """im2col with the patch features zero-padded to a multiple of 16 (AVX-512's float32
+    lanes): the product's contracted axis a whole number of vectors (9 -> 16 for one
+    input channel; 288 is one already)."""
+    out_channels, channels, kh, kw = w.shape
+    n, _, h, width = x.shape
+    x = x.transpose(0, 2, 3, 1)
+    taps = [x[:, i:h - kh + 1 + i, j:width - kw + 1 + j] for i in range(kh) for j in range(kw)]
+    features = kh * kw * channels
+    pad = -features % LANES
+    patches = jnp.concatenate([*taps, jnp.zeros((*taps[0].shape[:3], pad), x.dtype)], axis=-1)
+    kernel = jnp.pad(w.transpose(2, 3, 1, 0).reshape(features, out_channels), ((0, pad), (0, 0)))
+    rows = patches.reshape(-1, features + pad)
+    y = (rows @ kernel).reshape(n, h - kh + 1, width - kw + 1, out_channels)
     return y.transpose(0, 3, 1, 2)
 
 
@@ -46,6 +67,15 @@ def pool_channels_last(x):
     n, c, h, w = x.shape
     tiles = x.transpose(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
     return tiles.max(axis=(2, 4)).transpose(0, 3, 1, 2)
+
+
+def pool_channels_last_maximum(x):
+    """The four corners of each 2x2 tile, channels last, combined by elementwise maxima:
+    every operation runs along whole channel vectors (32 floats: two AVX-512 registers)."""
+    t = x.transpose(0, 2, 3, 1)
+    top = jnp.maximum(t[:, 0::2, 0::2], t[:, 0::2, 1::2])
+    bottom = jnp.maximum(t[:, 1::2, 0::2], t[:, 1::2, 1::2])
+    return jnp.maximum(top, bottom).transpose(0, 3, 1, 2)
 
 
 def pool_nchw(x):
@@ -72,16 +102,20 @@ def main() -> None:
     keys = jax.random.split(jax.random.key(0), 3)
     for name, (x_shape, w_shape) in CONVS.items():
         x, w = jax.random.normal(keys[0], x_shape), jax.random.normal(keys[1], w_shape)
-        times = interleaved({"xla": gradient(xla_conv, x, w), "im2col": gradient(im2col, x, w)},
+        times = interleaved({"xla": gradient(xla_conv, x, w), "im2col": gradient(im2col, x, w),
+                             "im2col, 16 lanes": gradient(im2col_lanes, x, w)},
                             rounds=args.rounds)
-        ratio, spread = ratio_spread(times, "im2col", "xla")
-        print(f"| {name} | lax.conv_general_dilated {median(times['xla']) * 1e3:.1f} | "
-              f"im2col | **{ratio:.2f}** (+-{spread:.2f}) |")
+        for candidate in ("im2col", "im2col, 16 lanes"):
+            ratio, spread = ratio_spread(times, candidate, "xla")
+            print(f"| {name} | lax.conv_general_dilated {median(times['xla']) * 1e3:.1f} | "
+                  f"{candidate} | **{ratio:.2f}** (+-{spread:.2f}) |")
     x = jax.random.normal(keys[2], POOL)
     times = interleaved({"reduce_window": gradient(pool_reduce_window, x),
                          "nchw": gradient(pool_nchw, x),
-                         "channels_last": gradient(pool_channels_last, x)}, rounds=args.rounds)
-    for candidate in ("channels_last", "nchw"):
+                         "channels_last": gradient(pool_channels_last, x),
+                         "channels_last maxima": gradient(pool_channels_last_maximum, x)},
+                        rounds=args.rounds)
+    for candidate in ("channels_last", "channels_last maxima", "nchw"):
         ratio, spread = ratio_spread(times, candidate, "reduce_window")
         print(f"| maxpool 2x2 of {POOL} | reduce_window "
               f"{median(times['reduce_window']) * 1e3:.1f} | {candidate} tiles | "

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,6 +150,27 @@ def test_accelerator_check_runs_tests_and_benchmarks_and_writes_results(tmp_path
     table = text.split("<!-- accelerator:begin -->")[1]
     assert "| minitorch |" in table and "| raw JAX | 1.00" in table
     assert (tmp_path / "accelerator.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_conv_formulations_compute_the_same_values_and_gradients():
+    """benchmarks/conv_formulations.py times formulations of one convolution and of one
+    pooling: each gives the reference's values and gradients (small shapes here)."""
+    from benchmarks import conv_formulations as cf
+
+    def value_and_grads(f, *args):  # f's output and the gradient of sum(sin(f)), jit'd
+        grads = jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), tuple(range(len(args))))
+        return jax.jit(lambda *a: (f(*a), grads(*a)))(*args)
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (2, 1, 7, 6))  # 9 patch features, padded to 16
+    w = jax.random.normal(keys[1], (4, 1, 3, 3))
+    want = value_and_grads(cf.xla_conv, x, w)
+    for conv in (cf.im2col, cf.im2col_lanes):  # float32 sums in another order
+        chex.assert_trees_all_close(value_and_grads(conv, x, w), want, rtol=1e-4, atol=1e-4)
+    x = jax.random.normal(keys[2], (2, 3, 6, 4))
+    want = value_and_grads(cf.pool_reduce_window, x)
+    for pool in (cf.pool_channels_last, cf.pool_channels_last_maximum, cf.pool_nchw):
+        chex.assert_trees_all_close(value_and_grads(pool, x), want, rtol=1e-6)
 
 
 def test_sequence_formulations_compute_the_same_values():
