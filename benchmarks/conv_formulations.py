@@ -8,10 +8,11 @@ Shapes: the benchmark CNN's layers (benchmarks/workloads.py, batch 128): conv 1-
   (NCHW, what it runs on accelerators and for grouped convolutions).
 - conv, for AVX-512's 16 float32 lanes: the same im2col with the patch features
   zero-padded to a multiple of 16 (``im2col_lanes``).
-- pool: the reshape-and-reduce over channels-last tiles that ``MaxPool2D`` runs for
-  non-overlapping windows, against ``lax.reduce_window``, against the same reshape over
-  NCHW tiles, and against elementwise maxima of each tile's four corners, channels last
-  (``pool_channels_last_maximum``).
+- pool: against ``lax.reduce_window``, the reshape-and-reduce over channels-last tiles
+  (what ``MaxPool2D`` runs for non-overlapping windows), the same over NCHW tiles, and
+  the elementwise maxima of each tile's four corners, channels last
+  (``pool_channels_last_maximum``; ``pool_channels_last_maximum_even`` with a gradient
+  rule that splits ties evenly, as the tiles' reduction does).
 
 Each candidate is the jit-compiled gradient of ``sum(f(x, w) ** 2)`` (forward and both
 backward products), timed interleaved; ratios are medians of per-round ratios.
@@ -78,6 +79,32 @@ def pool_channels_last_maximum(x):
     return jnp.maximum(top, bottom).transpose(0, 3, 1, 2)
 
 
+@jax.custom_jvp
+def maximum_of(*corners):
+    """The elementwise maximum of equally shaped arrays, whose derivative splits a tie
+    evenly among the equal maxima, as a reduction's ``max`` does."""
+    top = corners[0]
+    for corner in corners[1:]:
+        top = jnp.maximum(top, corner)
+    return top
+
+
+@maximum_of.defjvp
+def _maximum_of_jvp(primals, tangents):
+    top = maximum_of(*primals)
+    hits = [corner == top for corner in primals]
+    count = sum(hit.astype(top.dtype) for hit in hits)
+    picked = sum(jnp.where(hit, t, 0) for hit, t in zip(hits, tangents, strict=True))
+    return top, picked / count
+
+
+def pool_channels_last_maximum_even(x):
+    """:func:`pool_channels_last_maximum` whose gradient splits ties evenly (:func:`maximum_of`)."""
+    t = x.transpose(0, 2, 3, 1)
+    corners = [t[:, i::2, j::2] for i in range(2) for j in range(2)]
+    return maximum_of(*corners).transpose(0, 3, 1, 2)
+
+
 def pool_nchw(x):
     n, c, h, w = x.shape
     return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
@@ -113,9 +140,12 @@ def main() -> None:
     times = interleaved({"reduce_window": gradient(pool_reduce_window, x),
                          "nchw": gradient(pool_nchw, x),
                          "channels_last": gradient(pool_channels_last, x),
-                         "channels_last maxima": gradient(pool_channels_last_maximum, x)},
+                         "channels_last maxima": gradient(pool_channels_last_maximum, x),
+                         "channels_last maxima, even ties":
+                             gradient(pool_channels_last_maximum_even, x)},
                         rounds=args.rounds)
-    for candidate in ("channels_last", "channels_last maxima", "nchw"):
+    for candidate in ("channels_last", "channels_last maxima", "channels_last maxima, even ties",
+                      "nchw"):
         ratio, spread = ratio_spread(times, candidate, "reduce_window")
         print(f"| maxpool 2x2 of {POOL} | reduce_window "
               f"{median(times['reduce_window']) * 1e3:.1f} | {candidate} tiles | "

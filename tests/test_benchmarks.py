@@ -169,8 +169,13 @@ def test_conv_formulations_compute_the_same_values_and_gradients():
         chex.assert_trees_all_close(value_and_grads(conv, x, w), want, rtol=1e-4, atol=1e-4)
     x = jax.random.normal(keys[2], (2, 3, 6, 4))
     want = value_and_grads(cf.pool_reduce_window, x)
-    for pool in (cf.pool_channels_last, cf.pool_channels_last_maximum, cf.pool_nchw):
+    for pool in (cf.pool_channels_last, cf.pool_channels_last_maximum,
+                 cf.pool_channels_last_maximum_even, cf.pool_nchw):
         chex.assert_trees_all_close(value_and_grads(pool, x), want, rtol=1e-6)
+    # A window of three equal maxima: the even rule splits its gradient as the tiles' max.
+    ties = jnp.array([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 2, 2)
+    chex.assert_trees_all_close(value_and_grads(cf.pool_channels_last_maximum_even, ties),
+                                value_and_grads(cf.pool_channels_last, ties))
 
 
 def test_sequence_formulations_compute_the_same_values():

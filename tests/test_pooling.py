@@ -54,6 +54,22 @@ class PoolingTest(chex.TestCase):
         check_layer_grads(layer, {}, distinct(np.random.default_rng(1), (2, 2, *hw)))
 
 
+@pytest.mark.parametrize("layer, shape", [(nn.MaxPool1D(4), (1, 1, 4)),
+                                          (nn.MaxPool2D(2), (1, 1, 2, 2)),
+                                          (nn.MaxPool3D((1, 2, 2)), (1, 1, 1, 2, 2))])
+@pytest.mark.parametrize("jit", [False, True])
+def test_max_pool_splits_a_tie_evenly_among_the_equal_maxima(layer, shape, jit):
+    """Three equal maxima in one window get a third of the gradient each, as a reduction's
+    max gives them (nested elementwise maxima would give 1/4, 1/4, 1/2), in reverse and
+    forward mode."""
+    x = jnp.array([2.0, 2.0, 2.0, -1.0]).reshape(shape)
+    grad = jax.grad(lambda x: jnp.sum(layer.apply({}, x)))
+    grad = jax.jit(grad) if jit else grad
+    np.testing.assert_allclose(grad(x).ravel(), [1 / 3, 1 / 3, 1 / 3, 0], rtol=1e-6)
+    _, tangent = jax.jvp(lambda x: layer.apply({}, x), (x,), (jnp.arange(4.0).reshape(shape),))
+    np.testing.assert_allclose(tangent.ravel(), [1.0], rtol=1e-6)  # mean of 0, 1, 2
+
+
 class Pooling1DTest(chex.TestCase):
 
     @parameterized.product(case=[(2, None, 0, 8), (2, None, 0, 9), (3, 2, 1, 7), (3, 1, "same", 6),
