@@ -281,7 +281,7 @@ def first_call(depth: int, stack: str) -> dict:
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
     forward, x = jax.jit(model.apply), GPT.data()[0]
-    params = model.init(jax.random.key(0))
+    params = model.init(jax.random.key(0))  # its own: the step donates the first ones
     return {"trace": traced_at - start, "lower": lowered_at - traced_at,
             "compile": compiled_at - lowered_at, "total": compiled_at - start,
             "temp": compiled.memory_analysis().temp_size_in_bytes,

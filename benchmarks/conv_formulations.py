@@ -23,6 +23,7 @@ backward products), timed interleaved; ratios are medians of per-round ratios.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -70,23 +71,24 @@ def pool_channels_last(x):
     return tiles.max(axis=(2, 4)).transpose(0, 3, 1, 2)
 
 
-def pool_channels_last_maximum(x):
-    """The four corners of each 2x2 tile, channels last, combined by elementwise maxima:
-    every operation runs along whole channel vectors (32 floats: two AVX-512 registers)."""
+def _corners(x):
+    """The four corners of each 2x2 tile of ``x`` (N, C, H, W), channels last: 4 x (N, H/2,
+    W/2, C)."""
     t = x.transpose(0, 2, 3, 1)
-    top = jnp.maximum(t[:, 0::2, 0::2], t[:, 0::2, 1::2])
-    bottom = jnp.maximum(t[:, 1::2, 0::2], t[:, 1::2, 1::2])
-    return jnp.maximum(top, bottom).transpose(0, 3, 1, 2)
+    return [t[:, i::2, j::2] for i in range(2) for j in range(2)]
+
+
+def pool_channels_last_maximum(x):
+    """The corners combined by elementwise maxima (``jnp.maximum``'s own derivative):
+    every operation runs along whole channel vectors (32 floats: two AVX-512 registers)."""
+    return functools.reduce(jnp.maximum, _corners(x)).transpose(0, 3, 1, 2)
 
 
 @jax.custom_jvp
 def maximum_of(*corners):
     """The elementwise maximum of equally shaped arrays, whose derivative splits a tie
     evenly among the equal maxima, as a reduction's ``max`` does."""
-    top = corners[0]
-    for corner in corners[1:]:
-        top = jnp.maximum(top, corner)
-    return top
+    return functools.reduce(jnp.maximum, corners)
 
 
 @maximum_of.defjvp
@@ -100,9 +102,7 @@ def _maximum_of_jvp(primals, tangents):
 
 def pool_channels_last_maximum_even(x):
     """:func:`pool_channels_last_maximum` whose gradient splits ties evenly (:func:`maximum_of`)."""
-    t = x.transpose(0, 2, 3, 1)
-    corners = [t[:, i::2, j::2] for i in range(2) for j in range(2)]
-    return maximum_of(*corners).transpose(0, 3, 1, 2)
+    return maximum_of(*_corners(x)).transpose(0, 3, 1, 2)
 
 
 def pool_nchw(x):
