@@ -1,24 +1,30 @@
-"""Where one sequence training step's time goes: raw JAX's step against PyTorch eager's.
+"""Where one training step's time goes: the JAX steps against PyTorch eager's.
 
 The gpt and lstm workloads of benchmarks/sequence_peers.py (Adam, float32, batch 32,
-length 64), each profiled over ``--steps`` steps after a warm-up:
+length 64) and the digits-sized CNN of benchmarks/workloads.py (SGD with momentum, batch
+128 x 1 x 28 x 28), each profiled over ``--steps`` steps after a warm-up:
 
-- raw JAX under ``jax.profiler.trace``: each XLA op's own time (its duration less that of
-  the ops nested in it, such as a loop's body), summed over XLA's threads. An op is a
-  *product* when the compiled HLO makes it a dot or a convolution or a fusion containing
-  one; *executor* is the runtime's own bookkeeping (running thunks, loop control); time
-  a thread spends waiting for another is not counted.
+- raw JAX's step (and, for the CNN, minitorch's: the optax step around the ``nn.Net``'s
+  ``apply``, the program ``train.make_step`` compiles, whose convolutions are not raw
+  JAX's ``lax.conv_general_dilated``) under ``jax.profiler.trace``: each XLA op's own time
+  (its duration less that of the ops nested in it, such as a loop's body), summed over
+  XLA's threads. An op is a *product* when the compiled HLO makes it a dot or a
+  convolution or a fusion containing one; *executor* is the runtime's own bookkeeping
+  (running thunks, loop control); time a thread spends waiting for another is not counted.
 - PyTorch eager under ``torch.profiler``: each aten op's self CPU time (its intra-op
   threads work inside it). *Products* are ``mm``, ``addmm``, ``bmm`` and ``baddbmm``;
   *fused attention* is the scaled-dot-product attention kernel (its products and softmax
-  in one); *fused LSTM* is the oneDNN LSTM kernel (forward and backward).
+  in one); *fused LSTM* is the oneDNN LSTM kernel (forward and backward); *convolutions*
+  are oneDNN's forward and backward convolution kernels; *pooling* max pooling forward
+  and backward.
 
 XLA runs independent ops side by side on its threads while PyTorch runs one op at a time,
 so each group is reported as its share of that library's op time and, scaled by the
 share, as milliseconds of the step (median wall time per step, timed outside the profiler
 in interleaved rounds).
 
-Run: python benchmarks/sequence_profile.py [--workloads gpt lstm] [--steps 10]
+Run: python benchmarks/sequence_profile.py [--workloads gpt lstm cnn] [--steps 10]
+     [--top 12]
 """
 
 from __future__ import annotations
@@ -29,20 +35,19 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import jax
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import peers, sequence_peers  # noqa: E402
 from benchmarks.common import interleaved, machine, median  # noqa: E402
-from benchmarks.peers import carry_run  # noqa: E402
-from benchmarks.sequence_peers import (  # noqa: E402
-    SEQUENCE_WORKLOADS,
-    pytorch,
-    raw_jax,
-    raw_jax_step,
-)
+from benchmarks.peers import _sgd, carry_run, optax_step, xent  # noqa: E402
+from benchmarks.workloads import WORKLOADS, minitorch_net, raw_init, raw_step_fn  # noqa: E402
+
+WORKLOAD_NAMES = (*sequence_peers.SEQUENCE_WORKLOADS, "cnn")
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")  # unindented, opens a body
@@ -94,10 +99,26 @@ def own_times(events) -> collections.Counter:
     return own
 
 
-def jax_groups(workload, steps: int) -> dict[str, float]:
-    """Raw JAX's op time per step (seconds) by group."""
-    step, args = raw_jax_step(workload)
-    products = product_ops(step.lower(*args).compile().as_text())
+def jax_steps(name: str) -> dict[str, tuple[Any, tuple]]:
+    """The JAX steps profiled for workload ``name``: each a jitted ``(params, opt_state, x,
+    y) -> (params, opt_state, loss)`` and its first arguments."""
+    if name in sequence_peers.SEQUENCE_WORKLOADS:
+        return {"raw JAX": sequence_peers.raw_jax_step(sequence_peers.SEQUENCE_WORKLOADS[name])}
+    workload = WORKLOADS[name]
+    x, y = workload.data()
+    raw_params = raw_init(workload, jax.random.key(0))
+    net, tx = minitorch_net(workload), _sgd()
+    params = net.init(jax.random.key(0))
+    return {"minitorch": (optax_step(lambda p, x, y: xent(net.apply(p, x), y), tx),
+                          (params, tx.init(params), x, y)),
+            "raw JAX": (raw_step_fn(workload),
+                        (raw_params, jax.tree.map(jax.numpy.zeros_like, raw_params), x, y))}
+
+
+def op_times(step, args: tuple, steps: int) -> dict[str, float]:
+    """Seconds per step of each XLA op's own time (summed over XLA's threads; time spent
+    waiting left out) in a jitted ``(params, opt_state, x, y)`` step profiled over
+    ``steps`` steps after a warm-up. ``args`` are donated."""
     run = carry_run(step, *args)
     for _ in range(3):
         jax.block_until_ready(run())
@@ -112,14 +133,29 @@ def jax_groups(workload, steps: int) -> dict[str, float]:
         for line in plane.lines:
             if line.name.startswith("tf_XLA"):  # XLA's threads, not Python's
                 own.update(own_times(line.events))
+    return {name: ns / 1e9 / steps for name, ns in own.items() if "wait" not in name.lower()}
+
+
+def jax_groups(step, args: tuple, steps: int, top: int = 0) -> dict[str, float]:
+    """A jitted step's op time per step (seconds) by group; with ``top``, also prints the
+    ``top`` ops with the most time, each with what its HLO computes (the jax op name)."""
+    hlo = step.lower(*args).compile().as_text()
+    products = product_ops(hlo)
     groups: collections.Counter = collections.Counter()
-    for name, ns in own.items():
-        if "wait" in name.lower():
-            continue
+    times = op_times(step, args, steps)
+    for name, seconds in times.items():
         group = ("products" if name in products else
                  "executor" if name.startswith(("ThunkExecutor", "while")) else "other ops")
-        groups[group] += ns / 1e9 / steps
+        groups[group] += seconds
+    for name, seconds in sorted(times.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {1e3 * seconds:7.2f} ms  {name}: {_source_of(hlo, name)}")
     return dict(groups)
+
+
+def _source_of(hlo: str, name: str) -> str:
+    """The ``op_name`` metadata of instruction ``name`` in compiled HLO text, shortened."""
+    found = re.search(rf"%{re.escape(name)} = [^\n]*?op_name=\"([^\"]*)\"", hlo)
+    return found.group(1).removeprefix("jit(step)/")[-90:] if found else "(no op name)"
 
 
 def torch_group(name: str) -> str:
@@ -129,14 +165,25 @@ def torch_group(name: str) -> str:
         return "fused attention"
     if "rnn" in name or "lstm" in name:
         return "fused LSTM"
+    if "convolution" in name:
+        return "convolutions"
+    if "pool" in name:
+        return "pooling"
     return "other ops"
 
 
-def torch_groups(workload, steps: int) -> dict[str, float]:
+def torch_run(name: str):
+    """PyTorch eager's step for workload ``name``, made."""
+    if name in sequence_peers.SEQUENCE_WORKLOADS:
+        return sequence_peers.pytorch(sequence_peers.SEQUENCE_WORKLOADS[name])()
+    return peers.pytorch(WORKLOADS[name])()
+
+
+def torch_groups(name: str, steps: int) -> dict[str, float]:
     """PyTorch eager's self CPU time per step (seconds) by group."""
     import torch
 
-    run = pytorch(workload)()
+    run = torch_run(name)
     for _ in range(3):
         run()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -167,17 +214,24 @@ def table(wall: dict[str, float], groups: dict[str, dict[str, float]]) -> list[s
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workloads", nargs="+", default=["gpt", "lstm"],
-                        choices=list(SEQUENCE_WORKLOADS))
+                        choices=WORKLOAD_NAMES)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--top", type=int, default=0,
+                        help="also list each JAX step's N ops with the most time")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     for name in args.workloads:
-        workload = SEQUENCE_WORKLOADS[name]
-        times = interleaved({"raw JAX": raw_jax(workload)(),
-                             "PyTorch eager": pytorch(workload)()}, rounds=args.steps)
+        jax_programs = jax_steps(name)
+        runs = {impl: carry_run(step, *jax.tree.map(jax.numpy.copy, step_args))
+                for impl, (step, step_args) in jax_programs.items()}
+        times = interleaved({**runs, "PyTorch eager": torch_run(name)}, rounds=args.steps)
         wall = {impl: median(t) for impl, t in times.items()}
-        groups = {"raw JAX": jax_groups(workload, args.steps),
-                  "PyTorch eager": torch_groups(workload, args.steps)}
+        groups = {}
+        for impl, (step, step_args) in jax_programs.items():
+            if args.top:
+                print(f"\n{name}, {impl}: the {args.top} ops with the most time per step")
+            groups[impl] = jax_groups(step, step_args, args.steps, top=args.top)
+        groups["PyTorch eager"] = torch_groups(name, args.steps)
         print(f"\n{name}: share of op time · ms of the step\n")
         print("\n".join(table(wall, groups)))
     print(f"\nmachine after: {machine()}")

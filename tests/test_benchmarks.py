@@ -257,6 +257,17 @@ def test_sequence_profile_groups_products_by_the_compiled_hlo():
     assert product_ops(HLO) == {"dot.7", "nested", "conv", "dot.1", "ynn_fusion.2"}
 
 
+def test_sequence_profile_names_an_op_by_its_jax_source():
+    """``--top`` lists each op with its HLO ``op_name`` (less the ``jit(step)/`` prefix), an
+    op without one said so, and a name that is a prefix of another's not confused."""
+    from benchmarks.sequence_profile import _source_of
+
+    assert _source_of(HLO, "tanh.1") == "jvp(dot(x))"
+    assert _source_of(HLO, "wrapped_tanh") == "dot(x)"
+    assert _source_of(HLO, "dot.1") == "(no op name)"
+    assert _source_of(HLO, "dot") == "(no op name)"
+
+
 def test_sequence_profile_takes_each_op_s_own_time():
     """An op's own time is its duration less that of the ops nested directly in it."""
     from collections import namedtuple
@@ -269,17 +280,23 @@ def test_sequence_profile_takes_each_op_s_own_time():
     assert own_times(events) == {"loop": 60, "dot": 35, "fusion": 15}
 
 
-def test_sequence_profile_groups_both_libraries_steps():
-    """One profiled lstm step each: XLA's products and other ops and PyTorch's fused LSTM
-    are found with time in them. (Their shares are the script's measurement, in RESULTS.md: one
-    step on a loaded test machine is no measure of them.)"""
+@pytest.mark.parametrize("name, torch_group", [("lstm", "fused LSTM"),
+                                               ("cnn", "convolutions")])
+def test_sequence_profile_groups_both_libraries_steps(name, torch_group):
+    """One profiled step each: XLA's products and other ops and PyTorch's fused LSTM or
+    convolutions are found with time in them, for every JAX step the script profiles.
+    (Their shares are the script's measurement, in RESULTS.md: one step on a loaded test
+    machine is no measure of them.)"""
     pytest.importorskip("torch")
-    from benchmarks.sequence_profile import jax_groups, torch_groups
+    from benchmarks.sequence_profile import jax_groups, jax_steps, torch_groups
 
-    lstm = SEQUENCE_WORKLOADS["lstm"]
-    xla, torch = jax_groups(lstm, steps=1), torch_groups(lstm, steps=1)
-    assert xla.get("products", 0) > 0 and xla.get("other ops", 0) > 0, xla
-    assert torch.get("fused LSTM", 0) > 0, torch
+    programs = jax_steps(name)
+    assert set(programs) == ({"raw JAX"} if name == "lstm" else {"minitorch", "raw JAX"})
+    for step, args in programs.values():
+        xla = jax_groups(step, args, steps=1)
+        assert xla.get("products", 0) > 0 and xla.get("other ops", 0) > 0, xla
+    torch = torch_groups(name, steps=1)
+    assert torch.get(torch_group, 0) > 0, torch
 
 
 def test_decode_benchmark_candidates_decode_the_same_ids():
@@ -316,3 +333,4 @@ def test_compile_time_first_step_models_and_measurement():
     measured = ct.time_first_step("digits", "make_step")
     assert measured["programs"] >= 1
     assert 0 < measured["trace"] + measured["lower"] + measured["compile"] <= measured["total"]
+
