@@ -33,16 +33,23 @@ JAX's compilation cache off, so nothing is reused between measurements.
 The model (`minitorch_model`), the Adam step (`functional_step`: params and optimiser state
 donated) and the runner (`carry_run`) are the sequence and peer benchmarks' own.
 
-Run: python benchmarks/compile_time.py [--part first-step depth] [--rounds 3]
+Part "depth-profile" (`--part depth-profile`, not run by default): each stack's step at each
+depth profiled as benchmarks/sequence_profile.py profiles a step (each XLA op's own time,
+summed over XLA's threads, over `--step-rounds` steps), by op kind: where a loop's time
+goes that the unrolled program does not spend.
+
+Run: python benchmarks/compile_time.py [--part first-step depth depth-profile] [--rounds 3]
      [--depths 2 8 24] [--step-rounds 7] [--workloads digits unet ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,6 +74,7 @@ from benchmarks.sequence_peers import (
     minitorch_model,
     raw_jax_step,
 )
+from benchmarks.sequence_profile import op_times
 from minitorch import losses, nn, train
 from minitorch.fit import fit
 
@@ -316,13 +324,43 @@ def report_depth(depths: list[int], rounds: int) -> None:
             print(f"  {depth:2d} blocks: {line}")
 
 
+def op_kind(name: str) -> str:
+    """An XLA op's kind: its name less the numbering (``copy.113`` -> ``copy``)."""
+    return re.sub(r"[.\d]+$", "", name)
+
+
+def report_depth_profile(depths: list[int], steps: int) -> None:
+    """Each stack's step profiled (benchmarks/sequence_profile.op_times): op time per step
+    by op kind, the kinds taking the most time in any stack."""
+    for depth in depths:
+        kinds = {}
+        for stack in STACKS:
+            model = gpt(depth, stack)
+
+            def loss_fn(params, x, y, model=model):
+                return losses.softmax_cross_entropy(model.apply(params, x), y)
+
+            step, args = functional_step(loss_fn, model.init(jax.random.key(0)), GPT)
+            kinds[stack] = collections.Counter()
+            for name, seconds in op_times(step, args, steps).items():
+                kinds[stack][op_kind(name)] += seconds
+        top = sorted({k for c in kinds.values() for k, _ in c.most_common(8)},
+                     key=lambda k: -max(c[k] for c in kinds.values()))
+        print(f"\n{depth} blocks, op time per step in ms ({steps} steps profiled):")
+        print(f"  {'op kind':>36} " + " ".join(f"{s:>17}" for s in STACKS))
+        for kind in ["(all ops)", *top]:
+            cells = [sum(c.values()) if kind == "(all ops)" else c[kind]
+                     for c in kinds.values()]
+            print(f"  {kind[:36]:>36} " + " ".join(f"{1e3 * v:17.2f}" for v in cells))
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         print(json.dumps(time_first_step(*sys.argv[2:4])))
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", nargs="+", default=["first-step", "depth"],
-                        choices=["first-step", "depth"])
+                        choices=["first-step", "depth", "depth-profile"])
     parser.add_argument("--workloads", nargs="+", default=list(FIRST_STEP_WORKLOADS),
                         choices=FIRST_STEP_WORKLOADS)
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per mode")
@@ -334,6 +372,8 @@ def main() -> None:
         report_first_steps(first_steps(args.workloads, args.rounds))
     if "depth" in args.part:
         report_depth(args.depths, args.step_rounds)
+    if "depth-profile" in args.part:
+        report_depth_profile(args.depths, args.step_rounds)
     print(f"\nmachine after: {machine()}")
 
 

@@ -334,3 +334,20 @@ def test_compile_time_first_step_models_and_measurement():
     assert measured["programs"] >= 1
     assert 0 < measured["trace"] + measured["lower"] + measured["compile"] <= measured["total"]
 
+
+def test_compile_time_depth_profile_reports_op_time_by_kind(capsys):
+    """compile_time.py's depth profile prints, for each stack, op time per step by op kind
+    (an op's name less its numbering), with the total first."""
+    from benchmarks import compile_time as ct
+
+    assert [ct.op_kind(n) for n in ("copy.113", "ynn_fusion", "wrapped_broadcast.12")] == [
+        "copy", "ynn_fusion", "wrapped_broadcast"]
+    ct.report_depth_profile([1], steps=1)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("1 blocks"))
+    assert lines[header + 1].split() == ["op", "kind", *ct.STACKS]
+    total = [float(v) for v in lines[header + 2].split()[2:]]
+    assert lines[header + 2].split()[:2] == ["(all", "ops)"] and min(total) > 0
+    kinds = [line.split()[-len(ct.STACKS):] for line in lines[header + 3:]]  # names may
+    assert kinds and all(0 <= float(v) <= t for row in kinds  # hold spaces ("end: copy")
+                         for v, t in zip(row, total)), lines

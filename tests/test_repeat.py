@@ -60,7 +60,7 @@ def test_state_stacks_and_updates_as_the_copies_do():
     chain_y, chain_new = chain.apply(copies(params, 2), x, state=chain.init_state(),
                                      train=True)
     np.testing.assert_allclose(y, chain_y, rtol=1e-5, atol=1e-6)
-    chex.assert_trees_all_close(copies(new, 2), chain_new, rtol=1e-6)
+    chex.assert_trees_all_close(copies(new, 2), chain_new, rtol=1e-6, atol=1e-7)
 
 
 def test_decodes_with_stacked_caches_as_the_full_sequence():
@@ -150,3 +150,20 @@ def test_the_scan_keeps_the_products_outputs_not_every_activation():
     assert temporaries["nothing"] < temporaries[None] < temporaries["everything"], temporaries
     for policy in ("everything", "nothing"):
         chex.assert_trees_all_close(grads[policy], grads[None], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, remat, loops", [(1, False, False), (2, False, False),
+                                             (3, False, True), (2, True, True)])
+def test_two_copies_run_unrolled_and_a_remat_always_loops(n, remat, loops):
+    """A loop of two compiles and runs no faster than its copies, so up to two are
+    unrolled (the same values: the scan unrolled); a repeated Remat loops at any n, since
+    its policy takes effect only in a loop."""
+    layer = nn.Residual(nn.Linear(4, 4))
+    stack = nn.Repeat(nn.Remat(layer, "nothing") if remat else layer, n)
+    params = stack.init(jax.random.key(0))
+    x = jnp.ones((2, 4))
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(stack.apply(p, x))))
+    assert (" while(" in grad.lower(params).compile().as_text()) == loops
+    chain = nn.Net([layer] * n)
+    np.testing.assert_allclose(stack.apply(params, x), chain.apply(copies(params, n), x),
+                               rtol=1e-6)

@@ -18,6 +18,12 @@ program; a plain scan would keep every activation, stacked n deep, and take 1.12
 the unrolled stack's step time on the gpt benchmark. A repeated :class:`nn.Remat` layer
 brings its own policy instead (``"everything"``: a plain scan's residuals).
 
+Two copies (or one) are the scan unrolled (``lax.scan(..., unroll=True)``: still traced
+once, compiled as straight-line code): a loop of two compiles no faster than the copies
+and costs the step what every loop does, filling stacks of n for its outputs and
+residuals (the gpt step: 1.14x the unrolled stack's, against 1.00x unrolled). A repeated
+``Remat`` always loops, since its policy takes effect only there.
+
 What names a param by path beyond the params tree (``interop``'s PyTorch names,
 ``frozen=``, checkpoints saved with the net) sees each copy's rows at the copy's path
 through :func:`split_copies`:
@@ -38,6 +44,10 @@ from minitorch.nn.core import Cache, Layer, Params, PRNGKey, State, run_child, s
 from minitorch.nn.paths import Tap, join, under
 from minitorch.nn.remat import Remat
 from minitorch.validate import layer_argument, positive_int
+
+# Up to this many copies the scan is unrolled: measured on the gpt step, a loop of two
+# compiles no faster and runs slower than its copies (benchmarks/compile_time.py).
+UNROLLED_UP_TO = 2
 
 
 class Repeat(Container):
@@ -128,7 +138,9 @@ class Repeat(Container):
             # Remat layer's policy is the user's choice and replaces this one.
             copy = jax.checkpoint(copy, policy=jax.checkpoint_policies.dots_saveable,
                                   prevent_cse=False)  # a scan body: nothing to merge
-        y, (state, cache) = jax.lax.scan(copy, x, stacked, length=self.n - start)
+        unroll = self.n <= UNROLLED_UP_TO and not isinstance(self.layer, Remat)
+        y, (state, cache) = jax.lax.scan(copy, x, stacked, length=self.n - start,
+                                         unroll=unroll)
         return y, state, cache
 
     def _unrolled(self, params: Params, state: State, x: Any, *, key: PRNGKey | None,
