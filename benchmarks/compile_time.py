@@ -329,12 +329,13 @@ def op_kind(name: str) -> str:
     return re.sub(r"[.\d]+$", "", name)
 
 
-def report_depth_profile(depths: list[int], steps: int) -> None:
+def report_depth_profile(depths: list[int], steps: int,
+                         stacks: tuple[str, ...] = STACKS) -> None:
     """Each stack's step profiled (benchmarks/sequence_profile.op_times): op time per step
     by op kind, the kinds taking the most time in any stack."""
     for depth in depths:
         kinds = {}
-        for stack in STACKS:
+        for stack in stacks:
             model = gpt(depth, stack)
 
             def loss_fn(params, x, y, model=model):
@@ -347,7 +348,7 @@ def report_depth_profile(depths: list[int], steps: int) -> None:
         top = sorted({k for c in kinds.values() for k, _ in c.most_common(8)},
                      key=lambda k: -max(c[k] for c in kinds.values()))
         print(f"\n{depth} blocks, op time per step in ms ({steps} steps profiled):")
-        print(f"  {'op kind':>36} " + " ".join(f"{s:>17}" for s in STACKS))
+        print(f"  {'op kind':>36} " + " ".join(f"{s:>17}" for s in stacks))
         for kind in ["(all ops)", *top]:
             cells = [sum(c.values()) if kind == "(all ops)" else c[kind]
                      for c in kinds.values()]
