@@ -56,6 +56,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -273,14 +274,20 @@ def gpt(depth: int, stack: str) -> nn.Layer:
     return dataclasses.replace(base, blocks=blocks)
 
 
-def first_call(depth: int, stack: str) -> dict:
-    """Trace, lower and compile seconds of a fresh step, its temporaries, and a runner."""
-    model = gpt(depth, stack)
+def gpt_step(model: nn.Layer) -> tuple[Any, tuple]:
+    """The Adam training step of ``model`` on the gpt workload's batch (jit'd, donating
+    params and optimiser state) and its first arguments."""
 
     def loss_fn(params, x, y):
         return losses.softmax_cross_entropy(model.apply(params, x), y)
 
-    jitted, args = functional_step(loss_fn, model.init(jax.random.key(0)), GPT)
+    return functional_step(loss_fn, model.init(jax.random.key(0)), GPT)
+
+
+def first_call(depth: int, stack: str) -> dict:
+    """Trace, lower and compile seconds of a fresh step, its temporaries, and a runner."""
+    model = gpt(depth, stack)
+    jitted, args = gpt_step(model)
     start = time.perf_counter()
     traced = jitted.trace(*args)
     traced_at = time.perf_counter()
@@ -336,12 +343,7 @@ def report_depth_profile(depths: list[int], steps: int,
     for depth in depths:
         kinds = {}
         for stack in stacks:
-            model = gpt(depth, stack)
-
-            def loss_fn(params, x, y, model=model):
-                return losses.softmax_cross_entropy(model.apply(params, x), y)
-
-            step, args = functional_step(loss_fn, model.init(jax.random.key(0)), GPT)
+            step, args = gpt_step(gpt(depth, stack))
             kinds[stack] = collections.Counter()
             for name, seconds in op_times(step, args, steps).items():
                 kinds[stack][op_kind(name)] += seconds

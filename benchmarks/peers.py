@@ -70,7 +70,7 @@ def optax_step(loss_fn, tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def _sgd():
+def sgd():
     return optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
 
 
@@ -80,7 +80,7 @@ def _init_apply_run(w: Workload, init, apply) -> Run:
     x, y = w.data()
     x = _nhwc(x)
     params = init(jax.random.key(0), x)
-    tx = _sgd()
+    tx = sgd()
     step = optax_step(lambda p, x, y: xent(apply(p, x), y), tx)
     return carry_run(step, params, tx.init(params), x, y)
 
@@ -107,11 +107,17 @@ def minitorch(w: Workload) -> Callable[[], Run]:
     return make
 
 
+def raw_jax_step(w: Workload):
+    """Raw JAX's jit'd step and its first arguments ``(params, velocity, x, y)``."""
+    x, y = w.data()
+    params = raw_init(w, jax.random.key(0))
+    return raw_step_fn(w), (params, jax.tree.map(jnp.zeros_like, params), x, y)
+
+
 def raw_jax(w: Workload) -> Callable[[], Run]:
     def make():
-        x, y = w.data()
-        params = raw_init(w, jax.random.key(0))
-        return carry_run(raw_step_fn(w), params, jax.tree.map(jnp.zeros_like, params), x, y)
+        step, args = raw_jax_step(w)
+        return carry_run(step, *args)
 
     return make
 
@@ -190,7 +196,7 @@ def flax_nnx(w: Workload) -> Callable[[], Run]:
     def make():
         x, y = w.data()
         x = _nhwc(x)
-        return nnx_run(Net(nnx.Rngs(0)), _sgd(), x, y)
+        return nnx_run(Net(nnx.Rngs(0)), sgd(), x, y)
 
     return make
 
@@ -253,7 +259,7 @@ def equinox(w: Workload) -> Callable[[], Run]:
 
     def make():
         x, y = w.data()
-        return equinox_run(build(jax.random.key(0)), _sgd(), x, y)
+        return equinox_run(build(jax.random.key(0)), sgd(), x, y)
 
     return make
 

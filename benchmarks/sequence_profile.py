@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import peers, sequence_peers  # noqa: E402
 from benchmarks.common import interleaved, machine, median  # noqa: E402
-from benchmarks.peers import _sgd, carry_run, optax_step, xent  # noqa: E402
-from benchmarks.workloads import WORKLOADS, minitorch_net, raw_init, raw_step_fn  # noqa: E402
+from benchmarks.peers import carry_run, optax_step, sgd, xent  # noqa: E402
+from benchmarks.workloads import WORKLOADS, minitorch_net  # noqa: E402
 
 WORKLOAD_NAMES = (*sequence_peers.SEQUENCE_WORKLOADS, "cnn")
 
@@ -106,13 +106,11 @@ def jax_steps(name: str) -> dict[str, tuple[Any, tuple]]:
         return {"raw JAX": sequence_peers.raw_jax_step(sequence_peers.SEQUENCE_WORKLOADS[name])}
     workload = WORKLOADS[name]
     x, y = workload.data()
-    raw_params = raw_init(workload, jax.random.key(0))
-    net, tx = minitorch_net(workload), _sgd()
+    net, tx = minitorch_net(workload), sgd()
     params = net.init(jax.random.key(0))
     return {"minitorch": (optax_step(lambda p, x, y: xent(net.apply(p, x), y), tx),
                           (params, tx.init(params), x, y)),
-            "raw JAX": (raw_step_fn(workload),
-                        (raw_params, jax.tree.map(jax.numpy.zeros_like, raw_params), x, y))}
+            "raw JAX": peers.raw_jax_step(workload)}
 
 
 def op_times(step, args: tuple, steps: int) -> dict[str, float]:

@@ -130,7 +130,8 @@ class Repeat(Container):
                                  f"{jnp.result_type(y)}")
             return y, (s, c)
 
-        if not isinstance(self.layer, Remat):
+        remat = isinstance(self.layer, Remat)
+        if not remat:
             # Under a scan JAX, not XLA, picks what the backward pass reads back: every
             # intermediate, each written to a stack of n. Keeping the matrix products'
             # outputs only leaves the elementwise rest to be recomputed, as XLA does in an
@@ -138,9 +139,9 @@ class Repeat(Container):
             # Remat layer's policy is the user's choice and replaces this one.
             copy = jax.checkpoint(copy, policy=jax.checkpoint_policies.dots_saveable,
                                   prevent_cse=False)  # a scan body: nothing to merge
-        unroll = self.n <= UNROLLED_UP_TO and not isinstance(self.layer, Remat)
+        # A few copies run unrolled; a Remat loops at any n, its policy only taking effect there.
         y, (state, cache) = jax.lax.scan(copy, x, stacked, length=self.n - start,
-                                         unroll=unroll)
+                                         unroll=self.n <= UNROLLED_UP_TO and not remat)
         return y, state, cache
 
     def _unrolled(self, params: Params, state: State, x: Any, *, key: PRNGKey | None,
