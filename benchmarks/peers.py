@@ -70,8 +70,15 @@ def optax_step(loss_fn, tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def sgd():
+def _sgd():
     return optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
+
+
+def apply_step(apply, params, x, y):
+    """The optax SGD step (momentum, jit'd, donating) around the cross-entropy of
+    ``apply(params, x)``, and its first arguments ``(params, opt_state, x, y)``."""
+    tx = _sgd()
+    return optax_step(lambda p, x, y: xent(apply(p, x), y), tx), (params, tx.init(params), x, y)
 
 
 def _init_apply_run(w: Workload, init, apply) -> Run:
@@ -79,10 +86,8 @@ def _init_apply_run(w: Workload, init, apply) -> Run:
     ``params = init(key, x)``, the optax step around ``apply(params, x)``."""
     x, y = w.data()
     x = _nhwc(x)
-    params = init(jax.random.key(0), x)
-    tx = sgd()
-    step = optax_step(lambda p, x, y: xent(apply(p, x), y), tx)
-    return carry_run(step, params, tx.init(params), x, y)
+    step, args = apply_step(apply, init(jax.random.key(0), x), x, y)
+    return carry_run(step, *args)
 
 
 # ---- minitorch and raw JAX --------------------------------------------------------------
@@ -196,7 +201,7 @@ def flax_nnx(w: Workload) -> Callable[[], Run]:
     def make():
         x, y = w.data()
         x = _nhwc(x)
-        return nnx_run(Net(nnx.Rngs(0)), sgd(), x, y)
+        return nnx_run(Net(nnx.Rngs(0)), _sgd(), x, y)
 
     return make
 
@@ -259,7 +264,7 @@ def equinox(w: Workload) -> Callable[[], Run]:
 
     def make():
         x, y = w.data()
-        return equinox_run(build(jax.random.key(0)), sgd(), x, y)
+        return equinox_run(build(jax.random.key(0)), _sgd(), x, y)
 
     return make
 

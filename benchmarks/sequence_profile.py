@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import peers, sequence_peers  # noqa: E402
 from benchmarks.common import interleaved, machine, median  # noqa: E402
-from benchmarks.peers import carry_run, optax_step, sgd, xent  # noqa: E402
+from benchmarks.peers import carry_run  # noqa: E402
 from benchmarks.workloads import WORKLOADS, minitorch_net  # noqa: E402
 
 WORKLOAD_NAMES = (*sequence_peers.SEQUENCE_WORKLOADS, "cnn")
@@ -105,11 +105,9 @@ def jax_steps(name: str) -> dict[str, tuple[Any, tuple]]:
     if name in sequence_peers.SEQUENCE_WORKLOADS:
         return {"raw JAX": sequence_peers.raw_jax_step(sequence_peers.SEQUENCE_WORKLOADS[name])}
     workload = WORKLOADS[name]
-    x, y = workload.data()
-    net, tx = minitorch_net(workload), sgd()
-    params = net.init(jax.random.key(0))
-    return {"minitorch": (optax_step(lambda p, x, y: xent(net.apply(p, x), y), tx),
-                          (params, tx.init(params), x, y)),
+    net = minitorch_net(workload)
+    return {"minitorch": peers.apply_step(net.apply, net.init(jax.random.key(0)),
+                                          *workload.data()),
             "raw JAX": peers.raw_jax_step(workload)}
 
 
